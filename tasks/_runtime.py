@@ -1,0 +1,9 @@
+"""Shared task settings: no Prefect result caching (stages check their own lineage)."""
+
+from __future__ import annotations
+
+from prefect.cache_policies import NO_CACHE
+
+# Stage outputs carry their lineage in the Parquet metadata and skip themselves
+# when it is unchanged, which keys on content, not on argument strings.
+TASK_DEFAULTS = {"cache_policy": NO_CACHE, "persist_result": False}

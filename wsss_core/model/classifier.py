@@ -1,0 +1,103 @@
+"""CAM-ready multi-label classifiers built from torchvision backbones.
+
+Every model here is ``features -> global average pooling -> linear``. That
+shape is what makes a class activation map a single matrix product (Zhou et
+al., CVPR 2016): ``CAM_c = sum_k W[c, k] * A_k`` over the feature maps ``A``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision import models
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to cut a torchvision model into a feature extractor."""
+
+    build: Callable[..., nn.Module]
+    feature_channels: int
+    family: str  # "resnet" or "mobilenet"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec(models.resnet18, 512, "resnet"),
+    "resnet34": BackboneSpec(models.resnet34, 512, "resnet"),
+    "resnet50": BackboneSpec(models.resnet50, 2048, "resnet"),
+    "resnet101": BackboneSpec(models.resnet101, 2048, "resnet"),
+    "mobilenet_v2": BackboneSpec(models.mobilenet_v2, 1280, "mobilenet"),
+    "mobilenet_v3_small": BackboneSpec(models.mobilenet_v3_small, 576, "mobilenet"),
+    "mobilenet_v3_large": BackboneSpec(models.mobilenet_v3_large, 960, "mobilenet"),
+}
+
+
+def _feature_extractor(backbone: nn.Module, family: str) -> nn.Module:
+    """Drop the torchvision model's pooling and classifier, keep the convolutions."""
+    if family == "resnet":
+        return nn.Sequential(
+            backbone.conv1,
+            backbone.bn1,
+            backbone.relu,
+            backbone.maxpool,
+            backbone.layer1,
+            backbone.layer2,
+            backbone.layer3,
+            backbone.layer4,
+        )
+    return backbone.features
+
+
+class CamClassifier(nn.Module):
+    """``features`` (a CNN) then global average pooling then ``head`` (linear).
+
+    ``features`` is the default CAM layer: its output ``[B, K, h, w]`` feeds the
+    pooling, so ``head.weight`` (``[C, K]``) turns it into per-class maps.
+    """
+
+    cam_layer_name = "features"
+
+    def __init__(self, features: nn.Module, feature_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.head = nn.Linear(feature_channels, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+
+def _remove_last_stride(features: nn.Module) -> None:
+    """Output stride 32 -> 16: the last downsampling stage keeps its resolution (as IRN does).
+
+    The pretrained weights stay valid; only the sampling grid of that stage changes,
+    which doubles the CAM resolution at a modest compute cost.
+    """
+    last_strided: nn.Module | None = None
+    for block in features.children():
+        if any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in block.modules()):
+            last_strided = block
+    if last_strided is None:
+        raise ValueError("backbone has no stride-2 stage to remove")
+    for module in last_strided.modules():
+        if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+            module.stride = (1, 1)
+
+
+def build_classifier(backbone: str, num_classes: int, output_stride: int = 32) -> CamClassifier:
+    """A randomly initialised CAM-ready classifier for ``num_classes`` labels."""
+    if backbone not in BACKBONES:
+        known = ", ".join(sorted(BACKBONES))
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of: {known}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    spec = BACKBONES[backbone]
+    torchvision_model = spec.build(weights=None)
+    features = _feature_extractor(torchvision_model, spec.family)
+    if output_stride == 16:
+        _remove_last_stride(features)
+    elif output_stride != 32:
+        raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
+    return CamClassifier(features, spec.feature_channels, num_classes)

@@ -1,0 +1,95 @@
+"""Stage ``cam``: class activation maps of each image's labelled classes."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from wsss_core.cam import class_activation_maps
+from wsss_core.config import PipelineConfig
+from wsss_core.data.images import load_rgb
+from wsss_core.data.manifest import ImageRecord
+from wsss_core.model.training import LoadedClassifier, load_checkpoint, to_tensor
+from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
+from wsss_core.store.maps import CamRecord, write_cam_shard
+from wsss_core.store.workspace import Workspace
+
+
+def _network_size(height: int, width: int, target_side: int) -> tuple[int, int]:
+    """Resize so the longer side matches the training size, keeping the aspect ratio."""
+    scale = target_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _to_original_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    if maps.shape[1:] == (height, width) or maps.shape[0] == 0:
+        return np.zeros((0, height, width), np.float32) if maps.shape[0] == 0 else maps
+    resized = F.interpolate(
+        torch.from_numpy(maps)[None], size=(height, width), mode="bilinear", align_corners=False
+    )[0].clamp_(min=0)
+    peak = resized.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None]
+    return (resized / peak).numpy()
+
+
+def compute_cams(
+    classifier: LoadedClassifier,
+    records: Sequence[ImageRecord],
+    config: PipelineConfig,
+    device: torch.device,
+    show_progress: bool = False,
+) -> list[CamRecord]:
+    """CAMs for ``records`` in input order; images of equal network size share batches."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        groups[_network_size(record.height, record.width, classifier.image_size)].append(index)
+    results: dict[int, CamRecord] = {}
+    bar = tqdm(total=len(records), desc="cam", unit="img", disable=not show_progress)
+    for size, indices in groups.items():
+        for start in range(0, len(indices), config.cam.batch_size):
+            batch = indices[start : start + config.cam.batch_size]
+            tensors = []
+            for index in batch:
+                image = to_tensor(load_rgb(records[index].uri))
+                tensors.append(
+                    F.interpolate(
+                        image[None], size=size, mode="bilinear", align_corners=False, antialias=True
+                    )[0]
+                )
+            maps = class_activation_maps(
+                classifier.model,
+                torch.stack(tensors).to(device),
+                [list(records[index].labels) for index in batch],
+                method=config.cam.method,
+                scales=config.cam.scales,
+                flip=config.cam.flip,
+            )
+            for index, image_maps in zip(batch, maps, strict=True):
+                record = records[index]
+                full = _to_original_size(image_maps, record.height, record.width)
+                results[index] = CamRecord(record.image_id, record.labels, full)
+            bar.update(len(batch))
+    bar.close()
+    return [results[index] for index in range(len(records))]
+
+
+def run_cam_shard(
+    workspace: Workspace, config: PipelineConfig, shard_index: int, show_progress: bool = False
+) -> ShardOutcome:
+    """Write ``maps/cam/part-<shard>.parquet`` unless an up-to-date one exists."""
+    started = time.perf_counter()
+    _, records = shard_records(workspace, config, shard_index)
+    classifier = load_checkpoint(workspace.model_path, config.device)
+    lineage = expected_lineage(config, "cam", classifier.file_hash, records)
+    path = workspace.shard_path("cam", shard_index)
+    if is_fresh(path, lineage):
+        return ShardOutcome("cam", shard_index, len(records), computed=False)
+    device = next(classifier.model.parameters()).device
+    cams = compute_cams(classifier, records, config, device, show_progress)
+    write_cam_shard(path, cams, lineage)
+    return ShardOutcome("cam", shard_index, len(records), True, time.perf_counter() - started)

@@ -1,0 +1,65 @@
+"""What every per-shard stage shares: lineage, freshness, outcome reporting."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsss_core.config import PipelineConfig, stage_config_hash
+from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
+from wsss_core.store.maps import Lineage, read_lineage
+from wsss_core.store.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What one stage did to one shard."""
+
+    stage: str
+    shard_index: int
+    images: int
+    computed: bool  # False: an up-to-date output already existed
+    seconds: float = 0.0
+
+
+def records_hash(records: Sequence[ImageRecord]) -> str:
+    """Content hash of a shard's inputs: ids, pixels (sha256) and labels."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(f"{record.image_id}|{record.sha256}|{record.labels}".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_hash(workspace: Workspace) -> str:
+    """Hash of the current classifier checkpoint (every map depends on it)."""
+    path = workspace.model_path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model; run `wsss train` first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def expected_lineage(
+    config: PipelineConfig, stage: str, model: str, records: Sequence[ImageRecord]
+) -> Lineage:
+    return Lineage(stage_config_hash(config, stage), model, records_hash(records))
+
+
+def is_fresh(path: Path, lineage: Lineage) -> bool:
+    """True when ``path`` exists and was written with exactly ``lineage``."""
+    return read_lineage(path) == lineage
+
+
+def shard_records(
+    workspace: Workspace, config: PipelineConfig, shard_index: int
+) -> tuple[Manifest, tuple[ImageRecord, ...]]:
+    manifest = read_manifest(workspace)
+    shards = manifest.shards(config.shard_size)
+    if not 0 <= shard_index < len(shards):
+        raise IndexError(f"shard {shard_index} out of range (manifest has {len(shards)})")
+    return manifest, shards[shard_index]
+
+
+def shard_count(workspace: Workspace, config: PipelineConfig) -> int:
+    return len(read_manifest(workspace).shards(config.shard_size))

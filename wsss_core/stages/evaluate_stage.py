@@ -1,0 +1,147 @@
+"""Stage ``evaluate``: mIoU of each stage's label maps against the ground truth.
+
+``evaluation.parquet`` holds one row per (stage, label):
+
+========== ======= ======================================================
+column     type    meaning
+========== ======= ======================================================
+stage      string  ``cam`` (thresholded CAM), ``seeds``, ``grown``, ``crf``
+label      int32   label value (0 background, k + 1 class k)
+name       string  ``background`` or the class name
+iou        float64 IoU over all evaluated images (NaN: label never seen)
+========== ======= ======================================================
+
+Metadata: ``schema_version``, ``images`` evaluated, and per stage its
+``miou``, ``pixel_accuracy`` and ``coverage`` (share of pixels not 255).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from wsss_core.config import PipelineConfig
+from wsss_core.data.images import load_label_map
+from wsss_core.data.manifest import read_manifest
+from wsss_core.metrics import ConfusionMatrix
+from wsss_core.store.maps import CamRecord, read_cam_shard, read_label_shard
+from wsss_core.store.parquet_io import write_table
+from wsss_core.store.workspace import Workspace
+
+EVALUATED_STAGES = ("cam", "seeds", "grown", "crf")
+EVALUATION_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageScore:
+    stage: str
+    miou: float
+    pixel_accuracy: float
+    coverage: float
+    iou_per_label: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    images: int
+    label_names: tuple[str, ...]
+    scores: tuple[StageScore, ...]
+
+    def score(self, stage: str) -> StageScore:
+        return next(s for s in self.scores if s.stage == stage)
+
+    def table(self) -> str:
+        """A plain-text table, one row per stage."""
+        lines = [f"{'stage':<8}{'mIoU':>8}{'pixel acc':>11}{'coverage':>10}"]
+        for s in self.scores:
+            lines.append(f"{s.stage:<8}{s.miou:>8.4f}{s.pixel_accuracy:>11.4f}{s.coverage:>10.4f}")
+        return "\n".join(lines)
+
+
+def thresholded_cam(cams: CamRecord, threshold: float) -> np.ndarray:
+    """The classic CAM mask: argmax over [threshold (background), CAM_1, ..., CAM_K]."""
+    _, height, width = cams.cams.shape
+    if not cams.class_ids:
+        return np.zeros((height, width), np.uint8)
+    stacked = np.concatenate([np.full((1, height, width), threshold, np.float32), cams.cams])
+    lookup = np.asarray((0, *[c + 1 for c in cams.class_ids]), np.uint8)
+    return lookup[stacked.argmax(axis=0)]
+
+
+def _stage_predictions(
+    workspace: Workspace, config: PipelineConfig, shard_index: int
+) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(image id, {stage: label map}) for every image of a shard."""
+    cams = {r.image_id: r for r in read_cam_shard(workspace.shard_path("cam", shard_index))}
+    labels = {
+        stage: {
+            r.image_id: r.labels for r in read_label_shard(workspace.shard_path(stage, shard_index))
+        }
+        for stage in EVALUATED_STAGES[1:]
+    }
+    for image_id, cam in cams.items():
+        maps = {"cam": thresholded_cam(cam, config.cam.threshold)}
+        maps.update({stage: labels[stage][image_id] for stage in EVALUATED_STAGES[1:]})
+        yield image_id, maps
+
+
+def evaluate_workspace(workspace: Workspace, config: PipelineConfig) -> Evaluation | None:
+    """Score every stage on the images that have ground truth; None when none has."""
+    manifest = read_manifest(workspace)
+    records = manifest.by_id()
+    num_labels = len(manifest.class_names) + 1
+    matrices = {stage: ConfusionMatrix(num_labels) for stage in EVALUATED_STAGES}
+    images = 0
+    for shard_index in range(len(manifest.shards(config.shard_size))):
+        for image_id, maps in _stage_predictions(workspace, config, shard_index):
+            gt_uri = records[image_id].gt_uri
+            if gt_uri is None:
+                continue
+            gt = load_label_map(gt_uri)
+            for stage, prediction in maps.items():
+                matrices[stage].update(gt, prediction)
+            images += 1
+    if images == 0:
+        return None
+    names = ("background", *manifest.class_names)
+    scores = tuple(
+        StageScore(
+            stage,
+            matrices[stage].mean_iou(),
+            matrices[stage].pixel_accuracy(),
+            matrices[stage].coverage(),
+            tuple(float(x) for x in matrices[stage].iou_per_class()),
+        )
+        for stage in EVALUATED_STAGES
+    )
+    evaluation = Evaluation(images, names, scores)
+    _write_evaluation(workspace, evaluation)
+    return evaluation
+
+
+def _write_evaluation(workspace: Workspace, evaluation: Evaluation) -> None:
+    rows = [
+        {"stage": s.stage, "label": label, "name": evaluation.label_names[label], "iou": iou}
+        for s in evaluation.scores
+        for label, iou in enumerate(s.iou_per_label)
+    ]
+    schema = pa.schema(
+        [
+            ("stage", pa.string()),
+            ("label", pa.int32()),
+            ("name", pa.string()),
+            ("iou", pa.float64()),
+        ]
+    )
+    metadata = {
+        "schema_version": EVALUATION_SCHEMA_VERSION,
+        "images": evaluation.images,
+        "stages": {
+            s.stage: {"miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "coverage": s.coverage}
+            for s in evaluation.scores
+        },
+    }
+    write_table(workspace.evaluation_path, pa.Table.from_pylist(rows, schema=schema), metadata)

@@ -1,0 +1,34 @@
+"""Stage ``grown``: DSRG seeded region growing over the CAM probability map."""
+
+from __future__ import annotations
+
+from wsss_core.config import PipelineConfig
+from wsss_core.data.manifest import ImageRecord
+from wsss_core.grow import grow_regions
+from wsss_core.probability import probability_map
+from wsss_core.stages.common import ShardOutcome
+from wsss_core.stages.label_stage import run_label_stage
+from wsss_core.store.maps import CamRecord, LabelRecord
+from wsss_core.store.workspace import Workspace
+
+
+def run_grow_shard(
+    workspace: Workspace, config: PipelineConfig, shard_index: int, show_progress: bool = False
+) -> ShardOutcome:
+    settings = config.grow
+
+    def per_image(record: ImageRecord, cams: CamRecord, seeds: LabelRecord | None) -> LabelRecord:
+        assert seeds is not None
+        probs = probability_map(cams.cams, background_power=settings.background_power)
+        grown = grow_regions(
+            seeds.labels,
+            probs,
+            cams.class_ids,
+            fg_threshold=settings.fg_threshold,
+            bg_threshold=settings.bg_threshold,
+        )
+        return LabelRecord(record.image_id, grown)
+
+    return run_label_stage(
+        workspace, config, shard_index, "grown", "seeds", per_image, show_progress
+    )

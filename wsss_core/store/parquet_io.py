@@ -1,0 +1,57 @@
+"""Atomic Parquet files that carry their schema version and lineage.
+
+Every table the pipeline writes goes through :func:`write_table`: the file is
+written next to its destination and renamed into place, so a crash or kill
+leaves either the previous file or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"wsss"
+
+
+def write_table(path: Path, table: pa.Table, metadata: dict[str, Any]) -> None:
+    """Write ``table`` to ``path`` atomically with ``metadata`` stored under the ``wsss`` key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = table.schema.metadata or {}
+    schema = table.schema.with_metadata(
+        {**existing, METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
+    )
+    table = table.replace_schema_metadata(schema.metadata)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp_name, compression="zstd")
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The ``wsss`` metadata of a Parquet file written by :func:`write_table`."""
+    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise ValueError(f"{path}: not a wsss table (no '{METADATA_KEY.decode()}' metadata)")
+    return json.loads(raw)
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a table, naming the file in the error when it is missing or unreadable."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run the stage that writes it first")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ValueError(f"{path}: unreadable Parquet file ({error})") from error

@@ -1,0 +1,72 @@
+"""Where a project's state lives: one directory, one path per artefact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Stages that write per-shard map tables under maps/<stage>/.
+MAP_STAGES = ("cam", "seeds", "grown", "crf")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace directory. Every stage reads and writes only through these paths."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.root / "quarantine.parquet"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def model_path(self) -> Path:
+        return self.models_dir / "classifier.pt"
+
+    @property
+    def training_history_path(self) -> Path:
+        return self.models_dir / "history.parquet"
+
+    @property
+    def masks_dir(self) -> Path:
+        return self.root / "masks"
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.root / "evaluation.parquet"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def fiftyone_db_dir(self) -> Path:
+        return self.root / "fiftyone-db"
+
+    def maps_dir(self, stage: str) -> Path:
+        if stage not in MAP_STAGES:
+            raise ValueError(f"unknown map stage {stage!r}; expected one of {MAP_STAGES}")
+        return self.root / "maps" / stage
+
+    def shard_path(self, stage: str, shard_index: int) -> Path:
+        return self.maps_dir(stage) / f"part-{shard_index:05d}.parquet"
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.masks_dir / f"{image_id}.png"
+
+    def require_manifest(self) -> None:
+        if not self.manifest_path.exists():
+            raise FileNotFoundError(
+                f"{self.manifest_path}: no manifest; ingest data first (wsss demo / wsss ingest)"
+            )
