@@ -87,7 +87,7 @@ def test_class_names_default_to_sorted_names_found(source: Path, tmp_path: Path)
 def test_csv_without_labels_column_is_a_clear_error(tmp_path: Path):
     csv = tmp_path / "labels.csv"
     csv.write_text("image_id\nx\n")
-    with pytest.raises(ValueError, match="labels.csv: missing column"):
+    with pytest.raises(ValueError, match=r"labels\.csv: missing column"):
         ingest_folder(tmp_path, csv, Workspace(tmp_path / "ws"))
 
 
