@@ -153,7 +153,15 @@ def bench_cam(sizes: Sizes, device: torch.device, targets_per_image: int = 3) ->
     def theirs(plus: bool) -> Callable[[], np.ndarray]:
         return lambda: _theirs_maps(model, images, targets, plus)
 
+    channels_last = images.contiguous(memory_format=torch.channels_last)
+
+    def bare_channels_last() -> None:
+        with torch.no_grad():
+            model(channels_last)
+
     calls: dict[str, Callable[[], object]] = {"bare": bare}
+    if device.type == "cpu":  # ours feeds channels-last inputs on CPU: show that baseline too
+        calls["bare channels_last"] = bare_channels_last
     calls.update({m: ours(m) for m in ("cam", "gradcam", "gradcampp")})
     # pytorch-grad-cam has no plain CAM; for a GAP + linear head Grad-CAM is the same map.
     peer_of = {"cam": "GradCAM", "gradcam": "GradCAM", "gradcampp": "GradCAMPlusPlus"}
@@ -164,6 +172,15 @@ def bench_cam(sizes: Sizes, device: torch.device, targets_per_image: int = 3) ->
     bare_s = seconds["bare"]
     their_maps = {peer: calls[peer]() for peer in ("GradCAM", "GradCAMPlusPlus") if peer in calls}
     rows = [_cam_row("bare no_grad forward", seconds["bare"], bare_s, sizes.batch)]
+    if "bare channels_last" in seconds:
+        rows.append(
+            _cam_row(
+                "bare forward, channels_last input",
+                seconds["bare channels_last"],
+                bare_s,
+                sizes.batch,
+            )
+        )
     for method, peer in peer_of.items():
         row = _cam_row(f"ours {method}", seconds[method], bare_s, sizes.batch)
         if peer in seconds:

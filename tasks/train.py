@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from tqdm import tqdm
 
 from tasks._runtime import TASK_DEFAULTS
 from wsss_core.config import PipelineConfig
@@ -13,7 +14,12 @@ from wsss_core.store.workspace import Workspace
 @task(name="train-classifier", **TASK_DEFAULTS)
 def train(workspace: Workspace, config: PipelineConfig) -> TrainOutcome:
     logger = get_run_logger()
-    outcome = train_or_reuse(workspace, config, log=logger.info)
+
+    def log(message: str) -> None:
+        logger.info(message)
+        tqdm.write(message)  # per-epoch metrics on the console too, between progress bars
+
+    outcome = train_or_reuse(workspace, config, log=log)
     verb = "trained" if outcome.trained else "reused"
     logger.info(f"classifier {verb}: validation mAP {outcome.val_map:.4f}")
     return outcome

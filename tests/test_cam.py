@@ -413,6 +413,13 @@ def test_validation_errors(
         class_activation_maps(cam_model, torch.zeros(images_shape), targets, **kwargs)
 
 
+def test_target_layer_that_runs_twice(resnet18: nn.Module, images: torch.Tensor) -> None:
+    # A BasicBlock calls its single ReLU module twice: its "output" is ambiguous.
+    with pytest.raises(ValueError, match="more than once"):
+        class_activation_maps(resnet18, images, [[0], [1], [2]], "gradcam", "layer4.1.relu")
+    assert_no_hooks(resnet18)
+
+
 def test_missing_default_target_layer(maxpool_net: MaxPoolNet) -> None:
     with pytest.raises(ValueError, match="target_layer"):
         class_activation_maps(maxpool_net, torch.zeros(1, 3, SIZE, SIZE).double(), [[0]], "gradcam")

