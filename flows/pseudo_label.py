@@ -19,7 +19,8 @@ from wsss_core.stages.common import shard_count
 from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.store.workspace import Workspace
 
-MAP_STAGE_TASKS = (cam_shard, seeds_shard, grow_shard, crf_shard)
+# Stage name -> its per-shard task, in pipeline order.
+MAP_STAGE_TASKS = {"cam": cam_shard, "seeds": seeds_shard, "grown": grow_shard, "crf": crf_shard}
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,9 @@ def pseudo_label(
     training = train(ws, config)
     shards = list(range(shard_count(ws, config)))
     computed: dict[str, int] = {}
-    for stage_task in MAP_STAGE_TASKS:
+    for stage, stage_task in MAP_STAGE_TASKS.items():
         outcomes = stage_task.map(unmapped(ws), unmapped(config), shards).result()
-        computed[outcomes[0].stage if outcomes else stage_task.name] = sum(
-            o.computed for o in outcomes
-        )
+        computed[stage] = sum(outcome.computed for outcome in outcomes)
     evaluation = evaluate(ws, config)
     dataset_name = publish_review(ws, config.review).dataset_name if publish else None
     logger.info(f"done: {len(shards)} shard(s), recomputed {computed}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from prefect import get_run_logger, task
 
 from tasks._runtime import TASK_DEFAULTS
@@ -14,6 +16,11 @@ from wsss_core.stages.seeds_stage import run_seeds_shard
 from wsss_core.store.workspace import Workspace
 
 
+def _progress() -> bool:
+    """Progress bars for people at a terminal; plain logs for workers and CI."""
+    return sys.stderr.isatty()
+
+
 def _report(outcome: ShardOutcome) -> ShardOutcome:
     state = f"computed in {outcome.seconds:.1f}s" if outcome.computed else "up to date, skipped"
     get_run_logger().info(
@@ -24,19 +31,19 @@ def _report(outcome: ShardOutcome) -> ShardOutcome:
 
 @task(name="cam-shard", retries=1, **TASK_DEFAULTS)
 def cam_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_cam_shard(workspace, config, shard_index))
+    return _report(run_cam_shard(workspace, config, shard_index, _progress()))
 
 
 @task(name="seeds-shard", retries=1, **TASK_DEFAULTS)
 def seeds_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_seeds_shard(workspace, config, shard_index))
+    return _report(run_seeds_shard(workspace, config, shard_index, _progress()))
 
 
 @task(name="grow-shard", retries=1, **TASK_DEFAULTS)
 def grow_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_grow_shard(workspace, config, shard_index))
+    return _report(run_grow_shard(workspace, config, shard_index, _progress()))
 
 
 @task(name="crf-shard", retries=1, **TASK_DEFAULTS)
 def crf_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_crf_shard(workspace, config, shard_index))
+    return _report(run_crf_shard(workspace, config, shard_index, _progress()))

@@ -28,8 +28,11 @@ def _network_size(height: int, width: int, target_side: int) -> tuple[int, int]:
 
 
 def _to_original_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    if maps.shape[1:] == (height, width) or maps.shape[0] == 0:
-        return np.zeros((0, height, width), np.float32) if maps.shape[0] == 0 else maps
+    """Maps at the image's own size, each re-normalised to a maximum of 1."""
+    if maps.shape[0] == 0:
+        return np.zeros((0, height, width), np.float32)
+    if maps.shape[1:] == (height, width):
+        return maps
     resized = F.interpolate(
         torch.from_numpy(maps)[None], size=(height, width), mode="bilinear", align_corners=False
     )[0].clamp_(min=0)
@@ -43,13 +46,14 @@ def compute_cams(
     config: PipelineConfig,
     device: torch.device,
     show_progress: bool = False,
+    label: str = "cam",
 ) -> list[CamRecord]:
     """CAMs for ``records`` in input order; images of equal network size share batches."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         groups[_network_size(record.height, record.width, classifier.image_size)].append(index)
     results: dict[int, CamRecord] = {}
-    bar = tqdm(total=len(records), desc="cam", unit="img", disable=not show_progress)
+    bar = tqdm(total=len(records), desc=label, unit="img", disable=not show_progress)
     for size, indices in groups.items():
         for start in range(0, len(indices), config.cam.batch_size):
             batch = indices[start : start + config.cam.batch_size]
@@ -90,6 +94,8 @@ def run_cam_shard(
     if is_fresh(path, lineage):
         return ShardOutcome("cam", shard_index, len(records), computed=False)
     device = next(classifier.model.parameters()).device
-    cams = compute_cams(classifier, records, config, device, show_progress)
+    cams = compute_cams(
+        classifier, records, config, device, show_progress, label=f"cam {shard_index}"
+    )
     write_cam_shard(path, cams, lineage)
     return ShardOutcome("cam", shard_index, len(records), True, time.perf_counter() - started)

@@ -55,9 +55,9 @@ def run_label_stage(
         if upstream
         else {}
     )
+    bar = tqdm(records, desc=f"{stage} {shard_index}", unit="img", disable=not show_progress)
     outputs = [
-        per_image(record, cams[record.image_id], previous.get(record.image_id))
-        for record in tqdm(records, desc=stage, unit="img", disable=not show_progress)
+        per_image(record, cams[record.image_id], previous.get(record.image_id)) for record in bar
     ]
     write_label_shard(path, stage, outputs, lineage)
     return ShardOutcome(stage, shard_index, len(records), True, time.perf_counter() - started)
