@@ -4,17 +4,21 @@ No ``from __future__ import annotations`` here: Prefect reads the flow's
 parameter annotations at run time to validate and to build deployment schemas.
 """
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger, runtime, unmapped
 
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest_demo
 from tasks.maps import cam_shard, crf_shard, grow_shard, seeds_shard
 from tasks.publish import publish_review
+from tasks.report import report
 from tasks.train import train
 from wsss_core.config import PipelineConfig
+from wsss_core.report.run_report import RunSummary
 from wsss_core.stages.common import shard_count
 from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.store.workspace import Workspace
@@ -31,6 +35,13 @@ class PipelineResult:
     evaluation: Evaluation | None
     dataset_name: str | None
     computed_shards: dict[str, int]
+    report_path: str
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus the start of Prefect's flow-run id."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{str(runtime.flow_run.id or 'local')[:8]}"
 
 
 def load_config(config_file: str | None) -> PipelineConfig:
@@ -59,15 +70,36 @@ def pseudo_label(
         ingest_demo(ws, config.demo)
     ws.require_manifest()
 
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     training = train(ws, config)
+    seconds["train"] = time.perf_counter() - started
     shards = list(range(shard_count(ws, config)))
     computed: dict[str, int] = {}
     for stage, stage_task in MAP_STAGE_TASKS.items():
+        started = time.perf_counter()
         outcomes = stage_task.map(unmapped(ws), unmapped(config), shards).result()
         computed[stage] = sum(outcome.computed for outcome in outcomes)
+        seconds[stage] = time.perf_counter() - started
+    started = time.perf_counter()
     evaluation = evaluate(ws, config)
-    dataset_name = publish_review(ws, config.review).dataset_name if publish else None
+    seconds["evaluate"] = time.perf_counter() - started
+    dataset_name = None
+    if publish:
+        started = time.perf_counter()
+        dataset_name = publish_review(ws, config.review).dataset_name
+        seconds["publish"] = time.perf_counter() - started
+    summary = RunSummary(
+        new_run_id(), training.val_map, training.trained, seconds, computed, evaluation
+    )
+    written = report(ws, config, summary)
     logger.info(f"done: {len(shards)} shard(s), recomputed {computed}")
     return PipelineResult(
-        str(ws.root), training.val_map, training.trained, evaluation, dataset_name, computed
+        str(ws.root),
+        training.val_map,
+        training.trained,
+        evaluation,
+        dataset_name,
+        computed,
+        str(written.directory / "report.md"),
     )

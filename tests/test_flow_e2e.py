@@ -116,3 +116,14 @@ def test_rerun_recomputes_nothing(pipeline_run):
     again = pseudo_label(workspace=str(workspace.root), config_file=str(config_path), publish=False)
     assert again.trained is False
     assert again.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 0}
+
+
+def test_run_report_has_tables_and_figures(pipeline_run):
+    _, _, result = pipeline_run
+    report = Path(result.report_path)
+    text = report.read_text()
+    assert "| crf |" in text and "mIoU" in text
+    for figure in ("overlays.png", "iou_per_class.png"):
+        path = report.parent / figure
+        assert path.stat().st_size > 1000
+        assert f"({figure})" in text

@@ -19,6 +19,7 @@ def _print_result(result) -> None:
     if result.evaluation is not None:
         print(f"\nmIoU per stage over {result.evaluation.images} images with ground truth:")
         print(result.evaluation.table())
+    print(f"\nrun report: {result.report_path}")
     if result.dataset_name:
         print(f"\nFiftyOne dataset: {result.dataset_name}")
         print(f"open the App:  wsss review --workspace {result.workspace}")

@@ -1,0 +1,119 @@
+"""A report per pipeline run: ``runs/<run_id>/report.md`` plus its PNG figures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wsss_core.config import PipelineConfig
+from wsss_core.data.images import load_label_map, load_rgb
+from wsss_core.data.manifest import read_manifest, read_quarantine
+from wsss_core.report.figures import StagePanels, save_iou_bars, save_stage_overlays
+from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
+from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.workspace import Workspace
+
+LABEL_STAGES = ("seeds", "grown", "crf")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    val_map: float
+    trained: bool
+    stage_seconds: dict[str, float]
+    computed_shards: dict[str, int]
+    evaluation: Evaluation | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    directory: Path
+    markdown: str
+    figures: dict[str, Path] = field(default_factory=dict)
+
+
+def _sample_panels(workspace: Workspace, config: PipelineConfig, count: int) -> list[StagePanels]:
+    """The first ``count`` images of shard 0 that have at least one label."""
+    records = read_manifest(workspace).by_id()
+    cams = [c for c in read_cam_shard(workspace.shard_path("cam", 0)) if c.class_ids][:count]
+    labels = {
+        stage: {r.image_id: r.labels for r in read_label_shard(workspace.shard_path(stage, 0))}
+        for stage in LABEL_STAGES
+    }
+    panels = []
+    for cam in cams:
+        record = records[cam.image_id]
+        maps: dict[str, np.ndarray] = {}
+        if record.gt_uri:
+            maps["ground truth"] = load_label_map(record.gt_uri)
+        maps["cam"] = thresholded_cam(cam, config.cam.threshold)
+        maps.update({stage: labels[stage][cam.image_id] for stage in LABEL_STAGES})
+        panels.append(StagePanels(cam.image_id, load_rgb(record.uri), cam.cams.max(axis=0), maps))
+    return panels
+
+
+def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path]) -> str:
+    manifest = read_manifest(workspace)
+    quarantine = Counter(item.reason.split(":", 1)[0] for item in read_quarantine(workspace))
+    lines = [
+        f"# Run {summary.run_id}",
+        "",
+        f"- workspace: `{workspace.root}`",
+        f"- images: {len(manifest)} in the manifest, {sum(quarantine.values())} quarantined",
+        f"- classifier: validation mAP {summary.val_map:.4f} "
+        f"({'trained this run' if summary.trained else 'reused'})",
+        "",
+        "## Stages",
+        "",
+        "| stage | shards recomputed | seconds |",
+        "| --- | ---: | ---: |",
+    ]
+    for stage, seconds in summary.stage_seconds.items():
+        recomputed = summary.computed_shards.get(stage, "")
+        lines.append(f"| {stage} | {recomputed} | {seconds:.1f} |")
+    if summary.evaluation is not None:
+        lines += [
+            "",
+            f"## mIoU over {summary.evaluation.images} images with ground truth",
+            "",
+            "| stage | mIoU | pixel accuracy | coverage |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {s.stage} | {s.miou:.4f} | {s.pixel_accuracy:.4f} | {s.coverage:.4f} |"
+            for s in summary.evaluation.scores
+        ]
+    if quarantine:
+        lines += ["", "## Quarantined", "", "| reason | images |", "| --- | ---: |"]
+        lines += [f"| {reason} | {count} |" for reason, count in sorted(quarantine.items())]
+    for title, path in figures.items():
+        lines += ["", f"## {title}", "", f"![{title}]({path.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(
+    workspace: Workspace, config: PipelineConfig, summary: RunSummary, samples: int = 6
+) -> RunReport:
+    """Write the markdown report and its figures; returns where they are."""
+    directory = workspace.runs_dir / summary.run_id
+    figures: dict[str, Path] = {}
+    panels = _sample_panels(workspace, config, samples)
+    if panels:
+        figures["Stage overlays"] = save_stage_overlays(panels, directory / "overlays.png")
+    if summary.evaluation is not None:
+        evaluation = summary.evaluation
+        figures["IoU per class"] = save_iou_bars(
+            evaluation.label_names,
+            {s.stage: s.iou_per_label for s in evaluation.scores},
+            directory / "iou_per_class.png",
+        )
+    markdown = _markdown(workspace, summary, figures)
+    path = directory / "report.md"
+    tmp = path.with_name(".report.md.tmp")
+    tmp.write_text(markdown)
+    tmp.replace(path)
+    return RunReport(directory, markdown, figures)
