@@ -111,13 +111,8 @@ def bench(n_labels: int, repeats: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one timed repeat per case")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
-    args = parser.parse_args()
-    repeats = 1 if args.quick else args.repeats
-
+def print_refine_table(repeats: int) -> None:
+    """Growing vs CRF per-image time with 3 and 21 labels (also a bench_core section)."""
     print(
         f"image {WIDTH}x{HEIGHT}, median of {repeats} run(s), times in ms; "
         f"background_power={BACKGROUND_POWER}, seeds fg>={SEED_FG} bg<{SEED_BG}, "
@@ -136,6 +131,14 @@ def main() -> None:
             f"{1e3 * r['grow']:>7.1f} {1e3 * r['grow+feat']:>9.1f} {1e3 * r['crf']:>8.1f} "
             f"{100 * r['grow'] / r['crf']:>8.2f}% {100 * r['grow+feat'] / r['crf']:>8.2f}%"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one timed repeat per case")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
+    args = parser.parse_args()
+    print_refine_table(1 if args.quick else args.repeats)
 
 
 if __name__ == "__main__":

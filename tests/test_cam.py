@@ -52,8 +52,27 @@ class ExplodingLinear(nn.Linear):
         raise RuntimeError("boom")
 
 
+def tiny_cam_classifier() -> CamClassifier:
+    """A small CamClassifier (conv-BN-ReLU x 2, GAP, linear): most tests need no ResNet."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+    )
+    return CamClassifier(features, 16, NUM_CLASSES)
+
+
 @pytest.fixture
 def cam_model() -> CamClassifier:
+    torch.manual_seed(0)
+    return tiny_cam_classifier().eval()
+
+
+@pytest.fixture(scope="module")
+def resnet_cam_model() -> CamClassifier:
     torch.manual_seed(0)
     return build_classifier("resnet18", NUM_CLASSES).eval()
 
@@ -133,9 +152,11 @@ def assert_no_hooks(model: nn.Module) -> None:
 # --------------------------------------------------------------------------- CAM
 
 
-def test_cam_shape_dtype_and_normalisation(cam_model: CamClassifier, images: torch.Tensor) -> None:
+def test_cam_shape_dtype_and_normalisation(
+    resnet_cam_model: CamClassifier, images: torch.Tensor
+) -> None:
     targets = [[2, 0], [4], [1, 3, 0]]
-    maps = class_activation_maps(cam_model, images, targets)
+    maps = class_activation_maps(resnet_cam_model, images, targets)
     assert [m.shape for m in maps] == [(len(t), SIZE, SIZE) for t in targets]
     for m in maps:
         assert m.dtype == np.float32
@@ -171,10 +192,12 @@ def test_empty_targets(cam_model: CamClassifier, images: torch.Tensor, method: s
     assert [m.shape for m in none] == [(0, SIZE, SIZE)] * 2
 
 
-def test_gradcam_equals_cam_for_gap_linear(cam_model: CamClassifier, images: torch.Tensor) -> None:
+def test_gradcam_equals_cam_for_gap_linear(
+    resnet_cam_model: CamClassifier, images: torch.Tensor
+) -> None:
     targets = [[2, 0], [4], [1, 3]]
-    cam = class_activation_maps(cam_model, images, targets, method="cam")
-    gradcam = class_activation_maps(cam_model, images, targets, method="gradcam")
+    cam = class_activation_maps(resnet_cam_model, images, targets, method="cam")
+    gradcam = class_activation_maps(resnet_cam_model, images, targets, method="gradcam")
     for a, b in zip(cam, gradcam, strict=True):
         np.testing.assert_allclose(a, b, atol=ATOL)
 
@@ -196,7 +219,7 @@ def test_cam_needs_gap_linear_head(maxpool_net: MaxPoolNet, cam_model: CamClassi
         class_activation_maps(maxpool_net, image, [[0]], method="cam", target_layer="target")
     # Not the layer the head pools: the head's weights do not apply there either.
     with pytest.raises(ValueError, match="gradcam"):
-        class_activation_maps(cam_model, image.float(), [[0]], "cam", target_layer="features.6")
+        class_activation_maps(cam_model, image.float(), [[0]], "cam", target_layer="features.3")
 
 
 # --------------------------------------------------------------------------- gradient methods
@@ -337,15 +360,15 @@ def test_no_side_effects_on_model(
     assert not cam_model.features[0].weight.requires_grad
     assert all(p.requires_grad for n, p in cam_model.named_parameters() if n != "features.0.weight")
     assert cam_model.training and not cam_model.features[1].training
-    assert cam_model.features[4].training
+    assert cam_model.features[4].training and cam_model.features[3].training
     assert_no_hooks(cam_model)
 
 
 @pytest.mark.parametrize("method", ("cam", *GRADIENT_METHODS))
 def test_cleanup_after_exception_in_forward(images: torch.Tensor, method: str) -> None:
     torch.manual_seed(6)
-    model = build_classifier("resnet18", NUM_CLASSES)
-    model.head = ExplodingLinear(512, NUM_CLASSES)
+    model = tiny_cam_classifier()
+    model.head = ExplodingLinear(16, NUM_CLASSES)
     model.train()
     with pytest.raises(RuntimeError, match="boom"):
         class_activation_maps(model, images, [[0], [1], [2]], method)
