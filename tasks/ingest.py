@@ -1,4 +1,4 @@
-"""Task: build the demo dataset and ingest it into the workspace manifest."""
+"""Tasks: ingest a source (or the demo dataset) into the workspace manifest."""
 
 from __future__ import annotations
 
@@ -7,29 +7,44 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from tasks._runtime import TASK_DEFAULTS
-from wsss_core.config import DemoConfig
-from wsss_core.data.demo import generate_demo_dataset
-from wsss_core.data.folder_source import IngestSummary, ingest_folder
+from wsss_core.config import DemoConfig, ReviewConfig
+from wsss_core.data.folder_source import ingest_folder
+from wsss_core.data.ingest import ingest
+from wsss_core.data.sources import IngestOptions, IngestSummary
+from wsss_core.review.reviews import apply_label_corrections
 from wsss_core.store.workspace import Workspace
+
+
+def _finish(workspace: Workspace, summary: IngestSummary) -> IngestSummary:
+    """Re-apply reviewers' label corrections (a source re-read has the original labels), log."""
+    logger = get_run_logger()
+    for line in summary.lines():
+        logger.info(line)
+    corrected = apply_label_corrections(workspace)
+    if corrected:
+        logger.info(f"{corrected} image(s) keep their reviewer-corrected labels")
+    return summary
 
 
 @task(name="ingest-demo", retries=1, **TASK_DEFAULTS)
 def ingest_demo(workspace: Workspace, demo: DemoConfig) -> IngestSummary:
-    source = workspace.root / "demo-source"
-    dataset = generate_demo_dataset(
-        source, num_images=demo.num_images, image_size=demo.image_size, seed=demo.seed
-    )
-    summary = ingest_folder(
-        dataset.images_dir,
-        dataset.labels_csv,
-        workspace,
-        classes_file=dataset.classes_txt,
-        masks_dir=dataset.masks_dir,
-        source_kind="demo",
-    )
-    for line in summary.lines():
-        get_run_logger().info(line)
-    return summary
+    """Generate the demo dataset under ``<workspace>/demo-source`` and ingest it."""
+    summary = ingest("demo", workspace.root / "demo-source", workspace, demo=demo)
+    return _finish(workspace, summary)
+
+
+@task(name="ingest-source", retries=0, **TASK_DEFAULTS)
+def ingest_source(
+    workspace: Workspace,
+    kind: str,
+    path: str | None,
+    options: IngestOptions,
+    demo: DemoConfig | None = None,
+    review: ReviewConfig | None = None,
+) -> IngestSummary:
+    """Any source kind (voc, coco, folder, fiftyone, demo); merges into an existing manifest."""
+    summary = ingest(kind, path, workspace, options, demo=demo, review=review)
+    return _finish(workspace, summary)
 
 
 @task(name="ingest-folder", retries=1, **TASK_DEFAULTS)
@@ -41,6 +56,4 @@ def ingest_folder_task(
     masks_dir: Path | None = None,
 ) -> IngestSummary:
     summary = ingest_folder(images_dir, labels_csv, workspace, classes_file, masks_dir)
-    for line in summary.lines():
-        get_run_logger().info(line)
-    return summary
+    return _finish(workspace, summary)

@@ -94,3 +94,29 @@ def test_csv_without_labels_column_is_a_clear_error(tmp_path: Path):
 def test_manifest_missing_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="ingest data first"):
         read_manifest(Workspace(tmp_path / "empty"))
+
+
+def test_folder_root_layout_is_found_without_options(source: Path, tmp_path: Path):
+    from wsss_core.data.ingest import ingest
+
+    workspace = Workspace(tmp_path / "ws")
+    summary = ingest("folder", source, workspace)
+    manifest = read_manifest(workspace)
+    assert manifest.class_names == ("cat", "dog")  # classes.txt found
+    assert manifest.by_id()["good"].gt_uri == str(source / "masks" / "good.png")
+    assert manifest.source["kind"] == "folder" and manifest.source["classes"].startswith("file")
+    assert summary.ingested == 2
+
+
+def test_demo_source_is_replaced_not_merged(tmp_path: Path):
+    from wsss_core.config import DemoConfig
+    from wsss_core.data.ingest import ingest
+
+    workspace = Workspace(tmp_path / "ws")
+    ingest("demo", None, workspace, demo=DemoConfig(num_images=4, image_size=32))
+    first = read_manifest(workspace)
+    ingest("demo", None, workspace, demo=DemoConfig(num_images=3, image_size=32))
+    second = read_manifest(workspace)
+    assert len(first) == 4 and len(second.all_rows) == 3  # no 'removed' rows left behind
+    assert second.source["kind"] == "demo"
+    assert all(r.gt_uri for r in second.records)

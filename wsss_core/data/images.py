@@ -1,4 +1,10 @@
-"""Reading images and label maps the same way everywhere."""
+"""Reading images and label maps the same way everywhere.
+
+Every image goes through :func:`to_rgb`: EXIF orientation applied, any mode
+(grey, palette, RGBA, CMYK, 16-bit, float) converted to ``uint8`` RGB. The
+ingest checks run the same decoding, so an image that passed ingest loads in
+every stage.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,57 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+# EXIF orientation tag value -> the transpose that shows the image upright
+# (the same table as ``PIL.ImageOps.exif_transpose``).
+ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+EXIF_ORIENTATION_TAG = 0x0112
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 when absent or invalid."""
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except (TypeError, ValueError, OSError, SyntaxError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def orient(image: Image.Image, orientation: int) -> Image.Image:
+    """``image`` transposed as EXIF ``orientation`` says (returned unchanged for 1)."""
+    method = ORIENTATION_TRANSPOSE.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """``uint8 [H, W, 3]`` from an opened image: EXIF orientation applied, any mode converted."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_GREY_MODES:
+        # 16/32-bit or float grey: scale to 8 bits instead of clipping.
+        array = np.asarray(image, dtype=np.float64)
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+        low = min(float(array.min()), 0.0)
+        peak = max(float(array.max()) - low, 1.0)
+        image = Image.fromarray(((array - low) * (255.0 / peak)).astype(np.uint8))
+    elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels keep their colour channels (no compositing): what
+        # a network would see had the alpha channel simply been dropped.
+        image = image.convert("RGBA")
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
 
 def load_rgb(path: Path | str) -> np.ndarray:
     """An image as ``uint8 [H, W, 3]``, EXIF orientation applied, any mode converted to RGB."""
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16/32-bit grey: scale to 8 bits instead of clipping.
-            array = np.asarray(image, dtype=np.float64)
-            peak = max(float(array.max()), 1.0)
-            image = Image.fromarray((array * (255.0 / peak)).astype(np.uint8))
-        return np.array(image.convert("RGB"), dtype=np.uint8)
+        return to_rgb(image)
 
 
 def load_label_map(path: Path | str) -> np.ndarray:

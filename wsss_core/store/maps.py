@@ -1,15 +1,23 @@
 """Per-shard tables of per-image maps: CAMs and label maps.
 
-``maps/cam/part-NNNNN.parquet``:
+``maps/cam/part-NNNNN.parquet`` (schema version 2):
 
-========= ============== =================================================
-column    type           meaning
-========= ============== =================================================
-image_id  string         manifest image id
-class_ids list<int16>    the K target classes, in map order
-shape     list<int32>    ``[K, H, W]``
-cams      binary         float16 little endian, C order, values in [0, 1]
-========= ============== =================================================
+============ ============== ===============================================
+column       type           meaning
+============ ============== ===============================================
+image_id     string         manifest image id
+class_ids    list<int16>    the K target classes, in map order
+height       int32          image rows (the maps' full resolution)
+width        int32          image columns
+shape        list<int32>    ``[K, h, w]`` of the stored array: ``h =
+                            ceil(height / stride)``, ``w = ceil(width /
+                            stride)``
+cams         binary         float16 little endian, C order, values in [0, 1]
+class_scores list<float32>  the classifier's sigmoid score of every class
+             (null)         (C entries, class id order), from one forward
+                            pass at the network input size; null (or no
+                            column) in shards written before it existed
+============ ============== ===============================================
 
 ``maps/{seeds,grown,crf}/part-NNNNN.parquet``:
 
@@ -24,7 +32,16 @@ confidence binary (null) float16 per-pixel confidence (CRF only)
 ========== ============ ==================================================
 
 Metadata (``wsss`` key): ``schema_version``, ``stage``, ``dtype`` of the
-array columns, and lineage: ``config_hash``, ``model_hash``, ``source_hash``.
+array columns, ``stride`` (CAM tables), and lineage: ``config_hash``,
+``model_hash``, ``source_hash``.
+
+Compactness: CAMs are smooth, so they may be stored at a ``stride`` (the mean
+of each ``stride x stride`` block); :func:`read_cam_shard` interpolates them
+back to ``[K, height, width]`` and renormalises each map to a maximum of 1.
+Label maps are always stored lossless at full resolution. Every file is zstd
+compressed and written in row groups of :data:`ROW_GROUP_SIZE` images, and the
+readers yield one image at a time from batches of that size, so memory does
+not grow with the shard (or the dataset).
 """
 
 from __future__ import annotations
@@ -36,18 +53,23 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from wsss_core.store import arrays
-from wsss_core.store.parquet_io import read_metadata, read_table, write_table
+from wsss_core.store.parquet_io import iter_batches, read_metadata, write_table
 
-MAPS_SCHEMA_VERSION = 1
+MAPS_SCHEMA_VERSION = 2
+ROW_GROUP_SIZE = 16  # images per Parquet row group, and per read batch
 
 CAM_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
         ("class_ids", pa.list_(pa.int16())),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
         ("shape", pa.list_(pa.int32())),
         ("cams", pa.binary()),
+        ("class_scores", pa.list_(pa.float32())),
     ]
 )
 
@@ -67,6 +89,8 @@ class CamRecord:
     image_id: str
     class_ids: tuple[int, ...]
     cams: np.ndarray  # float32 [K, H, W]
+    # The classifier's sigmoid score of every class (C entries), None when not stored.
+    class_scores: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,23 +116,65 @@ class Lineage:
         }
 
 
-def write_cam_shard(path: Path, records: Sequence[CamRecord], lineage: Lineage) -> None:
+def write_cam_shard(
+    path: Path, records: Sequence[CamRecord], lineage: Lineage, stride: int = 1
+) -> None:
+    """Write a shard's CAMs as float16, at ``stride`` (1: full resolution)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    stored = [arrays.downsample_mean(r.cams, stride) for r in records]
     table = pa.Table.from_pydict(
         {
             "image_id": [r.image_id for r in records],
             "class_ids": [list(r.class_ids) for r in records],
-            "shape": [list(r.cams.shape) for r in records],
-            "cams": [arrays.encode(r.cams, np.float16) for r in records],
+            "height": [r.cams.shape[1] for r in records],
+            "width": [r.cams.shape[2] for r in records],
+            "shape": [list(s.shape) for s in stored],
+            "cams": [arrays.encode(s, np.float16) for s in stored],
+            "class_scores": [
+                None if r.class_scores is None else [float(v) for v in r.class_scores]
+                for r in records
+            ],
         },
         schema=CAM_SCHEMA,
     )
-    write_table(path, table, _metadata("cam", {"cams": "float16"}, lineage))
+    metadata = _metadata("cam", {"cams": "float16"}, lineage)
+    metadata["stride"] = stride
+    write_table(path, table, metadata, row_group_size=ROW_GROUP_SIZE)
 
 
-def read_cam_shard(path: Path) -> Iterator[CamRecord]:
-    for row in read_table(path).to_pylist():
-        cams = arrays.decode(row["cams"], row["shape"], np.float16).astype(np.float32)
-        yield CamRecord(row["image_id"], tuple(row["class_ids"]), cams)
+def _renormalise(maps: np.ndarray) -> np.ndarray:
+    peak = maps.reshape(maps.shape[0], -1).max(axis=1) if maps.size else np.zeros(0)
+    scale = np.where(peak > 0, 1.0 / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
+    return np.clip(maps * scale[:, None, None], 0.0, 1.0)
+
+
+def read_cam_shard(path: Path, batch_size: int = ROW_GROUP_SIZE) -> Iterator[CamRecord]:
+    """CAMs at full resolution (float32 ``[K, H, W]``), one image at a time."""
+    stride = None
+    for batch in iter_batches(path, batch_size):
+        if stride is None:
+            stride = int(read_metadata(path).get("stride", 1))
+        for row in batch.to_pylist():
+            cams = arrays.decode(row["cams"], row["shape"], np.float16).astype(np.float32)
+            height, width = row.get("height"), row.get("width")
+            if height is not None and cams.shape[1:] != (height, width):
+                cams = _renormalise(arrays.upsample_linear(cams, height, width, stride))
+            scores = row.get("class_scores")
+            yield CamRecord(
+                row["image_id"],
+                tuple(row["class_ids"]),
+                cams,
+                None if scores is None else tuple(scores),
+            )
+
+
+def cam_shard_has_class_scores(path: Path) -> bool:
+    """True when a CAM shard has the ``class_scores`` column (older shards do not)."""
+    try:
+        return "class_scores" in pq.read_schema(path).names
+    except (pa.ArrowInvalid, OSError):
+        return False
 
 
 def write_label_shard(
@@ -128,17 +194,36 @@ def write_label_shard(
         schema=LABEL_SCHEMA,
     )
     dtypes = {"labels": "uint8", "confidence": "float16"}
-    write_table(path, table, _metadata(stage, dtypes, lineage))
+    write_table(path, table, _metadata(stage, dtypes, lineage), row_group_size=ROW_GROUP_SIZE)
 
 
-def read_label_shard(path: Path) -> Iterator[LabelRecord]:
-    for row in read_table(path).to_pylist():
-        shape = (row["height"], row["width"])
-        labels = arrays.decode(row["labels"], shape, np.uint8)
-        confidence = None
-        if row["confidence"] is not None:
-            confidence = arrays.decode(row["confidence"], shape, np.float16).astype(np.float32)
-        yield LabelRecord(row["image_id"], labels, confidence)
+def read_label_shard(path: Path, batch_size: int = ROW_GROUP_SIZE) -> Iterator[LabelRecord]:
+    """Label maps (and CRF confidence), one image at a time."""
+    for batch in iter_batches(path, batch_size):
+        for row in batch.to_pylist():
+            shape = (row["height"], row["width"])
+            labels = arrays.decode(row["labels"], shape, np.uint8)
+            confidence = None
+            if row["confidence"] is not None:
+                confidence = arrays.decode(row["confidence"], shape, np.float16).astype(np.float32)
+            yield LabelRecord(row["image_id"], labels, confidence)
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """A stage's shard files in shard order (``part-00000``, ``part-00001``, ...)."""
+    return sorted(Path(directory).glob("part-*.parquet"))
+
+
+def iter_stage_cams(directory: Path) -> Iterator[CamRecord]:
+    """Every CAM of a stage directory, shard by shard, one image at a time."""
+    for path in shard_paths(directory):
+        yield from read_cam_shard(path)
+
+
+def iter_stage_labels(directory: Path) -> Iterator[LabelRecord]:
+    """Every label map of a stage directory, shard by shard, one image at a time."""
+    for path in shard_paths(directory):
+        yield from read_label_shard(path)
 
 
 def read_lineage(path: Path) -> Lineage | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,19 @@ import pyarrow.parquet as pq
 METADATA_KEY = b"wsss"
 
 
-def write_table(path: Path, table: pa.Table, metadata: dict[str, Any]) -> None:
-    """Write ``table`` to ``path`` atomically with ``metadata`` stored under the ``wsss`` key."""
+def write_table(
+    path: Path,
+    table: pa.Table,
+    metadata: dict[str, Any],
+    row_group_size: int | None = None,
+) -> None:
+    """Write ``table`` to ``path`` atomically with ``metadata`` stored under the ``wsss`` key.
+
+    zstd-compressed. ``row_group_size`` bounds the rows a reader decodes at a
+    time (map tables use small groups so streaming readers stay small).
+    Binary columns (array cells) are stored without dictionary encoding: their
+    values never repeat.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     existing = table.schema.metadata or {}
     schema = table.schema.with_metadata(
@@ -30,7 +42,14 @@ def write_table(path: Path, table: pa.Table, metadata: dict[str, Any]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp_name, compression="zstd")
+        dictionary = [field.name for field in table.schema if not pa.types.is_binary(field.type)]
+        pq.write_table(
+            table,
+            tmp_name,
+            compression="zstd",
+            row_group_size=row_group_size,
+            use_dictionary=dictionary,
+        )
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -45,6 +64,20 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"{path}: not a wsss table (no '{METADATA_KEY.decode()}' metadata)")
     return json.loads(raw)
+
+
+def iter_batches(
+    path: Path, batch_size: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_size`` rows, read one row group at a time."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run the stage that writes it first")
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ValueError(f"{path}: unreadable Parquet file ({error})") from error
+    with parquet:
+        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:

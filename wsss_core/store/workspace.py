@@ -43,6 +43,14 @@ class Workspace:
         return self.root / "masks"
 
     @property
+    def ground_truth_dir(self) -> Path:
+        """Ground truth the ingest had to write: rasterised COCO masks, re-oriented masks."""
+        return self.root / "ground_truth"
+
+    def ground_truth_path(self, image_id: str) -> Path:
+        return self.ground_truth_dir / f"{image_id}.png"
+
+    @property
     def evaluation_path(self) -> Path:
         return self.root / "evaluation.parquet"
 

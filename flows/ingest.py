@@ -1,0 +1,44 @@
+"""The ingest flow: one dataset source into a workspace's manifest and quarantine.
+
+No ``from __future__ import annotations`` here: Prefect reads the flow's
+parameter annotations at run time to validate and to build deployment schemas.
+"""
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.pseudo_label import load_config
+from tasks.ingest import ingest_source
+from wsss_core.data.sources import IngestOptions, IngestSummary
+from wsss_core.store.workspace import Workspace
+
+
+@flow(name="ingest", persist_result=False)
+def ingest_data(
+    source: str,
+    path: str | None,
+    workspace: str,
+    options: IngestOptions | None = None,
+    config_file: str | None = None,
+) -> IngestSummary:
+    """Ingest ``path`` as a ``source`` (voc, coco, folder, fiftyone, demo) into ``workspace``.
+
+    Args:
+        source: the source kind.
+        path: the dataset (VOC root, COCO JSON or folder, data folder, FiftyOne
+            dataset name, or where to write the demo data).
+        workspace: the workspace directory; an existing manifest of the same
+            source is updated incrementally.
+        options: source options (split, classes, ...); defaults otherwise.
+        config_file: YAML config; its ``demo`` and ``review`` sections are used.
+    """
+    config = load_config(config_file)
+    return ingest_source(
+        Workspace(Path(workspace)),
+        source,
+        path,
+        options or IngestOptions(),
+        demo=config.demo,
+        review=config.review,
+    )
