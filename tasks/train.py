@@ -1,4 +1,4 @@
-"""Task: train the classifier, or reuse the workspace's model when its inputs are unchanged."""
+"""Task: train the classifier, resume an interrupted run, or reuse an up-to-date model."""
 
 from __future__ import annotations
 
@@ -12,14 +12,20 @@ from wsss_core.store.workspace import Workspace
 
 
 @task(name="train-classifier", **TASK_DEFAULTS)
-def train(workspace: Workspace, config: PipelineConfig) -> TrainOutcome:
+def train(
+    workspace: Workspace,
+    config: PipelineConfig,
+    resume: bool | None = None,
+    force: bool = False,
+) -> TrainOutcome:
+    """``resume``: None continues a matching interrupted run, True requires one, False never."""
     logger = get_run_logger()
 
     def log(message: str) -> None:
         logger.info(message)
         tqdm.write(message)  # per-epoch metrics on the console too, between progress bars
 
-    outcome = train_or_reuse(workspace, config, log=log)
+    outcome = train_or_reuse(workspace, config, log=log, force=force, resume=resume)
     verb = "trained" if outcome.trained else "reused"
     logger.info(f"classifier {verb}: validation mAP {outcome.val_map:.4f}")
     return outcome

@@ -12,8 +12,9 @@ from wsss_core.config import TrainConfig
 from wsss_core.data.demo import generate_demo_dataset
 from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import Manifest, read_manifest
+from wsss_core.model.checkpoint import load_checkpoint, save_checkpoint
 from wsss_core.model.classifier import BACKBONES, build_classifier
-from wsss_core.model.training import load_checkpoint, train_classifier
+from wsss_core.model.training import train_classifier
 from wsss_core.model.weights import load_initial_weights
 from wsss_core.store.workspace import Workspace
 
@@ -54,8 +55,49 @@ def test_initial_weights_from_a_local_state_dict(tmp_path: Path):
     load_initial_weights(model, "resnet18", str(path), log=messages.append)
     torch.testing.assert_close(model.features[0].weight, reference.conv1.weight)
     torch.testing.assert_close(model.features[7][1].conv2.weight, reference.layer4[1].conv2.weight)
+    torch.testing.assert_close(model.features[1].running_var, reference.bn1.running_var)
     assert model.head.out_features == 5
-    assert messages == []
+    assert messages == ["weights " + str(path) + ": 2 classifier-head key(s) skipped (new head)"]
+
+
+def test_weights_with_another_head_and_stray_keys_load_with_a_message(tmp_path: Path):
+    torch.manual_seed(1)
+    reference = models.mobilenet_v3_small(weights=None, num_classes=7)  # head shape differs
+    state = reference.state_dict()
+    state["features.0.0.weight"] = torch.zeros(3, 3, 1, 1)  # wrong shape: skipped
+    state["extra.weight"] = torch.zeros(1)  # unknown key: skipped
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": state}, path)
+    model = build_classifier("mobilenet_v3_small", num_classes=3)
+    before = model.features[0][0].weight.clone()
+    messages: list[str] = []
+    load_initial_weights(model, "mobilenet_v3_small", str(path), log=messages.append)
+    torch.testing.assert_close(model.features[0][0].weight, before)  # kept its init
+    torch.testing.assert_close(
+        model.features[1].block[0][0].weight, state["features.1.block.0.0.weight"]
+    )
+    joined = "\n".join(messages)
+    assert "classifier-head key(s) skipped" in joined
+    assert "2 key(s) do not fit mobilenet_v3_small" in joined and "extra.weight" in joined
+    assert "keep their random initialisation: features.0.0.weight" in joined
+
+
+def test_weights_from_a_wsss_checkpoint_reuse_its_backbone(tmp_path: Path):
+    source = build_classifier("resnet18", num_classes=4)
+    path = tmp_path / "classifier.pt"
+    save_checkpoint(path, source, list("abcd"), {"backbone": "resnet18"}, {}, {})
+    model = build_classifier("resnet18", num_classes=2)
+    load_initial_weights(model, "resnet18", str(path), log=lambda _: None)
+    for name, value in source.features.state_dict().items():
+        torch.testing.assert_close(model.features.state_dict()[name], value)
+    assert model.head.out_features == 2
+
+
+def test_weights_sharing_nothing_are_a_clear_error(tmp_path: Path):
+    path = tmp_path / "unrelated.pth"
+    torch.save({"foo.weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="share no key with resnet18"):
+        load_initial_weights(build_classifier("resnet18", 2), "resnet18", str(path))
 
 
 def test_unknown_weights_name_is_a_clear_error():
@@ -75,20 +117,19 @@ def tiny_manifest(tmp_path_factory) -> Manifest:
 
 def test_training_writes_a_self_contained_checkpoint(tiny_manifest: Manifest, tmp_path: Path):
     config = TrainConfig(backbone="resnet18", weights=None, image_size=48, epochs=1, batch_size=8)
-    path = tmp_path / "model.pt"
-    result = train_classifier(tiny_manifest, config, path, device="cpu", log=lambda _: None)
+    result = train_classifier(tiny_manifest, config, tmp_path, device="cpu", log=lambda _: None)
     assert len(result.history) == 1 and 0.0 <= result.val_map <= 1.0
-    loaded = load_checkpoint(path)
+    assert result.checkpoint == tmp_path / "classifier.pt"
+    loaded = load_checkpoint(result.checkpoint, class_names=tiny_manifest.class_names)
     assert loaded.class_names == tiny_manifest.class_names
     assert loaded.image_size == 48 and not loaded.model.training
-    payload = torch.load(path, weights_only=True)  # plain torch can read it
-    assert payload["backbone"] == "resnet18"
-
-
-def test_training_without_labelled_train_images_is_a_clear_error(tiny_manifest, tmp_path):
-    only_val = Manifest(
-        tiny_manifest.class_names,
-        tuple(r for r in tiny_manifest.records if r.split == "val"),
+    assert loaded.complete and loaded.backbone == "resnet18"
+    payload = torch.load(result.checkpoint, weights_only=True)  # plain torch can read it
+    assert payload["format"] == "wsss-classifier/1"
+    assert {"backbone", "class_names", "config", "metrics", "lineage", "state_dict"} <= set(payload)
+    assert payload["config"]["epochs"] == 1 and len(payload["metrics"]["per_class_ap"]) == 10
+    # ... and rebuild the model from it without the training code
+    model = build_classifier(
+        payload["backbone"], len(payload["class_names"]), payload["config"]["output_stride"]
     )
-    with pytest.raises(ValueError, match="train split has no labelled image"):
-        train_classifier(only_val, TrainConfig(weights=None), tmp_path / "m.pt")
+    model.load_state_dict(payload["state_dict"])

@@ -1,4 +1,16 @@
-"""Train only when needed: a checkpoint made from the same data and config is reused."""
+"""Train only when needed: a finished checkpoint made from the same data and config is reused.
+
+Decision order for a workspace (``models/``):
+
+1. ``force``: train from scratch.
+2. ``resume=True``: continue ``last.pt`` (a clear error when there is none or
+   it belongs to other classes, data or config).
+3. ``classifier.pt`` finished with the same lineage (train config hash +
+   manifest content hash): reuse it.
+4. ``resume=None`` (the default) and ``last.pt`` is an unfinished run with the
+   same lineage: continue it, since its result is the one a fresh run would give.
+5. Otherwise train from scratch.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +18,54 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from tqdm import tqdm
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import read_manifest
-from wsss_core.model.training import load_checkpoint, train_classifier
+from wsss_core.model.checkpoint import (
+    TRAINING_STATE_FORMAT,
+    TrainingPaths,
+    check_class_names,
+    load_checkpoint,
+)
+from wsss_core.model.training import train_classifier
 from wsss_core.store.workspace import Workspace
 
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    trained: bool
-    val_map: float
+    trained: bool  # False: an up-to-date checkpoint was reused
+    val_map: float  # validation mAP of the best epoch
     model_hash: str
     seconds: float = 0.0
+    best_epoch: int = 0
+    epochs: int = 0
+    resumed_from: int = 0  # epochs finished before this call (0: fresh run)
+    class_names: tuple[str, ...] = ()
+    per_class_ap: tuple[float, ...] = ()
+    image_size: int = 0
+    backbone: str = ""
+    models_dir: str = ""
 
 
 def _tqdm_progress(total: int, description: str) -> tqdm:
-    return tqdm(total=total, desc=description, unit="batch", leave=False)
+    return tqdm(total=total, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _unfinished_run_matches(paths: TrainingPaths, lineage: dict[str, str]) -> bool:
+    if not paths.last.exists():
+        return False
+    try:
+        state = torch.load(paths.last, map_location="cpu", weights_only=True)
+    except Exception:  # an unreadable leftover is simply not resumable
+        return False
+    return (
+        isinstance(state, dict)
+        and state.get("format") == TRAINING_STATE_FORMAT
+        and state.get("lineage") == lineage
+        and int(state.get("epoch", 0)) < int(state.get("epochs", 0))
+    )
 
 
 def train_or_reuse(
@@ -32,26 +74,61 @@ def train_or_reuse(
     log: Callable[[str], None] = print,
     show_progress: bool = True,
     force: bool = False,
+    resume: bool | None = None,
+    stop_after_epoch: int | None = None,
 ) -> TrainOutcome:
-    """Reuse ``models/classifier.pt`` when it was trained on this manifest with this config."""
+    """Reuse, resume or train ``models/classifier.pt`` (see the module docstring)."""
+    if force and resume:
+        raise ValueError("force (train from scratch) and resume exclude each other")
     manifest = read_manifest(workspace)
+    paths = TrainingPaths.in_dir(workspace.models_dir)
     lineage = {
         "config_hash": stage_config_hash(config, "train"),
         "manifest_hash": manifest.content_hash,
     }
-    if not force and workspace.model_path.exists():
-        current = load_checkpoint(workspace.model_path)
-        if current.lineage == lineage and current.class_names == manifest.class_names:
-            return TrainOutcome(False, current.val_map, current.file_hash)
+    if not force and not resume and paths.best.exists():
+        current = load_checkpoint(paths.best)
+        if current.lineage == lineage and current.complete:
+            check_class_names(current.class_names, manifest.class_names, paths.best)
+            log(f"classifier up to date, reused: {paths.best}")
+            return TrainOutcome(
+                trained=False,
+                val_map=current.val_map,
+                model_hash=current.file_hash,
+                best_epoch=int(current.metrics.get("epoch", 0)),
+                epochs=int(current.metrics.get("epochs", current.config.get("epochs") or 0)),
+                class_names=current.class_names,
+                per_class_ap=current.per_class_ap,
+                image_size=current.image_size,
+                backbone=current.backbone,
+                models_dir=str(paths.best.parent),
+            )
+    if resume is None:
+        resume = not force and _unfinished_run_matches(paths, lineage)
     started = time.perf_counter()
     result = train_classifier(
         manifest,
         config.train,
-        workspace.model_path,
+        workspace.models_dir,
         device=config.device,
         progress=_tqdm_progress if show_progress else None,
         log=log,
         lineage=lineage,
+        resume=bool(resume),
+        stop_after_epoch=stop_after_epoch,
     )
     loaded = load_checkpoint(result.checkpoint)
-    return TrainOutcome(True, result.val_map, loaded.file_hash, time.perf_counter() - started)
+    return TrainOutcome(
+        trained=True,
+        val_map=result.val_map,
+        model_hash=loaded.file_hash,
+        seconds=time.perf_counter() - started,
+        best_epoch=result.best_epoch,
+        epochs=int(result.config.epochs or 0),
+        resumed_from=result.resumed_from,
+        class_names=manifest.class_names,
+        per_class_ap=result.per_class_ap,
+        image_size=int(result.config.image_size or 0),
+        backbone=result.config.backbone,
+        models_dir=str(workspace.models_dir),
+    )

@@ -1,9 +1,25 @@
-"""Training the multi-label CAM classifier on the manifest's image-level labels."""
+"""Training the multi-label CAM classifier on the manifest's image-level labels.
+
+One epoch: shuffle the ``train`` split, random resized crop + optional flip +
+colour jitter (``torchvision.transforms.v2``), BCE-with-logits, AdamW with
+separate backbone/head learning rates, per-step linear warm-up then cosine
+decay, AMP on CUDA. Then validation mAP and per-class AP on ``val``.
+
+After every epoch, atomically: ``last.pt`` (resume state), ``classifier.pt``
+when validation mAP improved (the best model, what later stages load),
+``history.parquet`` and ``training_curves.png``.
+
+Resume is exact on CPU: every epoch re-seeds torch, numpy, ``random`` and the
+loader's shuffling generator from ``(seed, epoch)``, so epoch ``e`` draws the
+same crops and order whether or not the process was restarted before it; the
+rest of the state (weights, AdamW moments, schedule, AMP scale) is in
+``last.pt``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -21,12 +37,44 @@ from wsss_core.config import TrainConfig
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord, Manifest
 from wsss_core.metrics import mean_average_precision
+from wsss_core.model.checkpoint import (
+    TRAINING_STATE_FORMAT,
+    LoadedClassifier,
+    TrainingPaths,
+    atomic_torch_save,
+    check_class_names,
+    cpu_state_dict,
+    load_checkpoint,
+    load_training_state,
+    save_checkpoint,
+)
 from wsss_core.model.classifier import CamClassifier, build_classifier
 from wsss_core.model.device import resolve_device
+from wsss_core.model.history import EpochMetrics, plot_curves, write_history
 from wsss_core.model.weights import load_initial_weights
+
+__all__ = [
+    "EpochMetrics",
+    "LoadedClassifier",
+    "TrainingPaths",
+    "TrainingResult",
+    "load_checkpoint",
+    "resolve_train_config",
+    "save_checkpoint",
+    "to_tensor",
+    "train_classifier",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Data-driven defaults (TrainConfig.image_size / epochs left unset).
+MIN_AUTO_SIDE = 128  # pretrained backbones want some context; small images are upscaled
+MAX_AUTO_SIDE = {"cpu": 256, "cuda": 448}  # the cost of a pass grows with the side squared
+TARGET_STEPS = {"cpu": 150, "cuda": 600}  # optimiser steps a run aims at
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 3, 40
+# On CPU, cap the work at this many image passes counted at 128 px (a few minutes on 2 cores).
+CPU_BUDGET_IMAGES_128 = 12000
 
 ProgressFactory = Callable[[int, str], Any]
 
@@ -60,21 +108,22 @@ class LabelledImages(Dataset):
         return self.transform(image), target
 
 
-def _train_transform(config: TrainConfig) -> v2.Transform:
+def train_transform(config: TrainConfig) -> v2.Transform:
     steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(config.image_size, scale=(0.6, 1.0), antialias=True)
+        v2.RandomResizedCrop(config.image_size, scale=config.crop_scale, antialias=True)
     ]
     if config.hflip:
         steps.append(v2.RandomHorizontalFlip())
-    steps += [
-        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
-        v2.ToDtype(torch.float32, scale=True),
-        normalize(),
-    ]
+    if config.color_jitter > 0:
+        jitter = config.color_jitter
+        steps.append(
+            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 6)
+        )
+    steps += [v2.ToDtype(torch.float32, scale=True), normalize()]
     return v2.Compose(steps)
 
 
-def _eval_transform(config: TrainConfig) -> v2.Transform:
+def eval_transform(config: TrainConfig) -> v2.Transform:
     return v2.Compose(
         [
             v2.Resize((config.image_size, config.image_size), antialias=True),
@@ -85,38 +134,126 @@ def _eval_transform(config: TrainConfig) -> v2.Transform:
 
 
 @dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    val_map: float
-    seconds: float
-
-
-@dataclass(frozen=True)
 class TrainingResult:
-    checkpoint: Path
+    checkpoint: Path  # the best model
     history: tuple[EpochMetrics, ...]
-    val_map: float
-    per_class_ap: tuple[float, ...]
+    val_map: float  # best validation mAP
+    per_class_ap: tuple[float, ...]  # at the best epoch
+    best_epoch: int
+    config: TrainConfig  # image_size and epochs resolved
+    completed: bool  # False when stopped early (stop_after_epoch)
+    resumed_from: int = 0  # epochs already done before this call
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history) - self.resumed_from
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed that depends only on the run's seed and the epoch number."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0])
+
+
+def _usable_records(
+    manifest: Manifest, log: Callable[[str], None]
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    train = manifest.split("train")
+    train_records = [r for r in train if r.labels]
+    if not train_records:
+        splits = sorted({r.split for r in manifest.records})
+        raise ValueError(
+            "the manifest's train split has no labelled image; nothing to train on "
+            f"({len(train)} train image(s); splits present: {splits or 'none'})"
+        )
+    if len(train_records) < len(train):
+        log(f"{len(train) - len(train_records)} train image(s) without labels left out")
+    val_records = [r for r in manifest.split("val") if r.labels]
+    if not val_records:
+        log("warning: no labelled 'val' images: validating on the training split (optimistic)")
+        val_records = train_records
+    return train_records, val_records
+
+
+def _positives(records: Sequence[ImageRecord], num_classes: int) -> np.ndarray:
+    counts = np.zeros(num_classes, np.int64)
+    for record in records:
+        counts[list(record.labels)] += 1
+    return counts
+
+
+def _warn_about_classes(
+    class_names: Sequence[str],
+    train_records: Sequence[ImageRecord],
+    val_records: Sequence[ImageRecord],
+    log: Callable[[str], None],
+) -> None:
+    train_counts = _positives(train_records, len(class_names))
+    val_counts = _positives(val_records, len(class_names))
+    absent = [name for name, count in zip(class_names, train_counts, strict=True) if count == 0]
+    if absent:
+        log(
+            f"warning: {len(absent)} class(es) have no positive training image and cannot be "
+            f"learnt (their CAMs will be meaningless): {', '.join(absent)}"
+        )
+    no_val = [name for name, count in zip(class_names, val_counts, strict=True) if count == 0]
+    if no_val:
+        log(
+            f"warning: {len(no_val)} class(es) have no positive validation image; their AP is "
+            f"undefined (NaN) and left out of mAP: {', '.join(no_val)}"
+        )
+
+
+def resolve_train_config(
+    config: TrainConfig, train_records: Sequence[ImageRecord], device_type: str = "cpu"
+) -> tuple[TrainConfig, list[str]]:
+    """Fill in ``image_size`` / ``epochs`` left unset, and say why (one line each).
+
+    Image side: the median longer side of the training images, rounded to a
+    multiple of 32 and clamped to ``[128, 256]`` on CPU (``[128, 448]`` on CUDA).
+    Epochs: enough for about 150 optimiser steps on CPU (600 on CUDA), within
+    ``[3, 40]``; on CPU also at most ``CPU_BUDGET_IMAGES_128`` image passes
+    counted at 128 px, so a thousand images train in minutes, not hours.
+    """
+    reasons: list[str] = []
+    kind = "cuda" if device_type == "cuda" else "cpu"
+    image_size = config.image_size
+    if image_size is None:
+        median_side = float(np.median([max(r.width, r.height) for r in train_records]))
+        image_size = int(min(max(round(median_side / 32) * 32, MIN_AUTO_SIDE), MAX_AUTO_SIDE[kind]))
+        reasons.append(f"image size {image_size} (median image side {median_side:.0f} px)")
+    epochs = config.epochs
+    if epochs is None:
+        batches = max(1, len(train_records) // config.batch_size)
+        epochs = math.ceil(TARGET_STEPS[kind] / batches)
+        if kind == "cpu":
+            cost = len(train_records) * (image_size / 128) ** 2
+            epochs = min(epochs, int(CPU_BUDGET_IMAGES_128 // cost))
+        epochs = min(max(epochs, MIN_AUTO_EPOCHS), MAX_AUTO_EPOCHS)
+        reasons.append(
+            f"{epochs} epochs ({len(train_records)} training images, {batches} steps/epoch)"
+        )
+    return config.model_copy(update={"image_size": image_size, "epochs": epochs}), reasons
 
 
 def _param_groups(model: CamClassifier, config: TrainConfig) -> list[dict[str, Any]]:
     return [
         {
-            "params": model.features.parameters(),
+            "params": list(model.features.parameters()),
             "lr": config.learning_rate * config.backbone_lr_scale,
         },
-        {"params": model.head.parameters(), "lr": config.learning_rate},
+        {"params": list(model.head.parameters()), "lr": config.learning_rate},
     ]
 
 
-def _warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -128,161 +265,348 @@ def _warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float
 
 @torch.no_grad()
 def predict_scores(
-    model: nn.Module, loader: DataLoader, device: torch.device
+    model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores and targets over a loader, model in eval mode."""
     model.eval()
     scores, targets = [], []
     for images, batch_targets in loader:
-        scores.append(torch.sigmoid(model(images.to(device))).cpu().numpy())
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = model(images.to(device, non_blocking=True))
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         targets.append(batch_targets.numpy())
     return np.concatenate(scores), np.concatenate(targets)
+
+
+def _num_workers(config: TrainConfig, device: torch.device) -> int:
+    if config.num_workers is not None:
+        return config.num_workers
+    if device.type != "cuda":
+        return 0  # decoding small images costs little next to a CPU forward/backward
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class _Run:
+    """Everything that changes while training; ``last.pt`` is this, serialised."""
+
+    model: CamClassifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    history: list[EpochMetrics]
+    best_epoch: int = 0
+    best_map: float = -math.inf
+
+
+def _requested(config: TrainConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def _check_resumable(
+    state: dict[str, Any],
+    path: Path,
+    manifest: Manifest,
+    config: TrainConfig,
+) -> None:
+    check_class_names(
+        state["class_names"],
+        manifest.class_names,
+        path,
+        "; the manifest changed since that run: train without --resume",
+    )
+    stored_manifest = state.get("manifest_hash", "")
+    if stored_manifest and manifest.content_hash and stored_manifest != manifest.content_hash:
+        raise ValueError(
+            f"{path}: the manifest changed since that run (different images, labels or "
+            "splits); train without --resume"
+        )
+    requested, stored = _requested(config), state["requested_config"]
+    if requested != stored:
+        changed = sorted(
+            k for k in set(requested) | set(stored) if requested.get(k) != stored.get(k)
+        )
+        raise ValueError(
+            f"{path}: that run used a different train config (differs in: {', '.join(changed)}); "
+            "resume with the same config or train without --resume"
+        )
+
+
+def _save_training_state(
+    path: Path,
+    run: _Run,
+    manifest: Manifest,
+    config: TrainConfig,
+    requested: dict[str, Any],
+    lineage: dict[str, str],
+) -> None:
+    atomic_torch_save(
+        {
+            "format": TRAINING_STATE_FORMAT,
+            "backbone": config.backbone,
+            "class_names": list(manifest.class_names),
+            "config": config.model_dump(mode="json"),
+            "requested_config": requested,
+            "lineage": dict(lineage),
+            "manifest_hash": manifest.content_hash,
+            "epoch": len(run.history),
+            "epochs": config.epochs,
+            "state_dict": cpu_state_dict(run.model),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "history": [metrics.as_dict() for metrics in run.history],
+            "best_epoch": run.best_epoch,
+            "best_map": run.best_map,
+        },
+        path,
+    )
+
+
+def _best_metrics(run: _Run, config: TrainConfig, complete: bool) -> dict[str, Any]:
+    best = run.history[run.best_epoch - 1]
+    return {
+        "epoch": best.epoch,
+        "val_map": best.val_map,
+        "per_class_ap": list(best.val_ap),
+        "train_loss": best.train_loss,
+        "epochs": config.epochs,
+        "epochs_done": len(run.history),
+        "complete": complete,
+    }
+
+
+def _mark_complete(paths: TrainingPaths, run: _Run, config: TrainConfig) -> None:
+    """Re-write the best checkpoint with ``complete: True`` (same weights)."""
+    payload = torch.load(paths.best, map_location="cpu", weights_only=True)
+    if payload["metrics"].get("complete") and payload["metrics"].get("epochs_done") == len(
+        run.history
+    ):
+        return
+    payload["metrics"] = _best_metrics(run, config, complete=True)
+    atomic_torch_save(payload, paths.best)
+
+
+def _build_run(
+    config: TrainConfig,
+    num_classes: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    use_amp: bool,
+    log: Callable[[str], None],
+    initial_weights: bool,
+) -> _Run:
+    seed_everything(config.seed)
+    model = build_classifier(config.backbone, num_classes, config.output_stride)
+    if initial_weights and config.weights:
+        load_initial_weights(model, config.backbone, config.weights, log=log)
+    model.to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, min(warmup_steps, total_steps))
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    return _Run(model, optimizer, scheduler, scaler, [])
+
+
+def _restore_run(run: _Run, state: dict[str, Any]) -> None:
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.history = [EpochMetrics.from_dict(row) for row in state["history"]]
+    run.best_epoch = int(state["best_epoch"])
+    run.best_map = float(state["best_map"])
+
+
+def _train_one_epoch(
+    run: _Run,
+    loader: DataLoader,
+    device: torch.device,
+    use_amp: bool,
+    epoch: int,
+    epochs: int,
+    progress: ProgressFactory | None,
+) -> float:
+    loss_fn = nn.BCEWithLogitsLoss()
+    run.model.train()
+    bar = progress(len(loader), f"epoch {epoch}/{epochs}") if progress else None
+    total, batches = 0.0, 0
+    for images, targets in loader:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = run.model(images.to(device, non_blocking=True))
+        loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
+        if not torch.isfinite(loss):
+            if bar is not None:
+                bar.close()
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at epoch {epoch}, batch {batches + 1}; "
+                "lower train.learning_rate (or check the images) and train again"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        total += loss.item()
+        batches += 1
+        if bar is not None:
+            bar.update(1)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    return total / max(1, batches)
 
 
 def train_classifier(
     manifest: Manifest,
     config: TrainConfig,
-    checkpoint_path: Path,
+    models_dir: Path,
     device: str = "auto",
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] = print,
     lineage: dict[str, str] | None = None,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
 ) -> TrainingResult:
-    """Train on the ``train`` split, validate on ``val`` each epoch, keep the best checkpoint."""
-    train_records = [r for r in manifest.split("train") if r.labels]
-    val_records = [r for r in manifest.split("val") if r.labels]
-    if not train_records:
-        raise ValueError("the manifest's train split has no labelled image; nothing to train on")
-    if not val_records:
-        log("no labelled 'val' images: validating on the training split")
-        val_records = train_records
+    """Train on ``train``, validate on ``val`` each epoch, keep the best and the last state.
+
+    Writes :class:`TrainingPaths` under ``models_dir``. ``resume`` continues the
+    run saved in ``last.pt`` (same class list, manifest and config, else a
+    clear error) without redoing its finished epochs. ``stop_after_epoch``
+    returns after that epoch as if the process had been killed there (tests).
+    """
+    paths = TrainingPaths.in_dir(models_dir)
+    lineage = dict(lineage or {})
+    train_records, val_records = _usable_records(manifest, log)
     num_classes = len(manifest.class_names)
     torch_device = resolve_device(device)
-    seed_everything(config.seed)
+    use_amp = config.amp and torch_device.type == "cuda"
+    requested = _requested(config)
 
-    model = build_classifier(config.backbone, num_classes, config.output_stride)
-    if config.weights:
-        load_initial_weights(model, config.backbone, config.weights, log=log)
-    model.to(torch_device)
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_training_state(paths.last)
+        _check_resumable(state, paths.last, manifest, config)
+        resolved = TrainConfig.model_validate(state["config"])
+    else:
+        resolved, reasons = resolve_train_config(config, train_records, torch_device.type)
+        for reason in reasons:
+            log(f"chosen from the data: {reason}")
+        _warn_about_classes(manifest.class_names, train_records, val_records, log)
+    config = resolved
 
-    generator = torch.Generator().manual_seed(config.seed)
+    workers = _num_workers(config, torch_device)
+    loader_generator = torch.Generator()
     train_loader = DataLoader(
-        LabelledImages(train_records, num_classes, _train_transform(config)),
+        LabelledImages(train_records, num_classes, train_transform(config)),
         batch_size=config.batch_size,
         shuffle=True,
-        generator=generator,
-        num_workers=config.num_workers,
+        generator=loader_generator,
+        num_workers=workers,
+        pin_memory=torch_device.type == "cuda",
         drop_last=len(train_records) > config.batch_size,
     )
     val_loader = DataLoader(
-        LabelledImages(val_records, num_classes, _eval_transform(config)),
+        LabelledImages(val_records, num_classes, eval_transform(config)),
         batch_size=config.batch_size,
-        num_workers=config.num_workers,
+        num_workers=workers,
+        pin_memory=torch_device.type == "cuda",
     )
-    optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(total_steps, max(1, len(train_loader) // 2))
+    run = _build_run(
+        config, num_classes, len(train_loader), torch_device, use_amp, log, state is None
     )
-    loss_fn = nn.BCEWithLogitsLoss()
+    if state is not None:
+        _restore_run(run, state)
+        log(f"resuming after epoch {len(run.history)}/{config.epochs} from {paths.last}")
+    resumed_from = len(run.history)
 
-    history: list[EpochMetrics] = []
-    best_map, best_ap = -1.0, np.zeros(num_classes)
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(resumed_from + 1, config.epochs + 1):
         started = time.perf_counter()
-        model.train()
-        bar = progress(len(train_loader), f"epoch {epoch}/{config.epochs}") if progress else None
-        running = 0.0
-        for images, targets in train_loader:
-            logits = model(images.to(torch_device))
-            loss = loss_fn(logits, targets.to(torch_device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch}; lower the learning rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            running += loss.item()
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        scores, targets = predict_scores(model, val_loader, torch_device)
+        seed = epoch_seed(config.seed, epoch)
+        seed_everything(seed)
+        loader_generator.manual_seed(seed)
+        train_loss = _train_one_epoch(
+            run, train_loader, torch_device, use_amp, epoch, config.epochs, progress
+        )
+        scores, targets = predict_scores(run.model, val_loader, torch_device, use_amp)
         val_map, per_class = mean_average_precision(scores, targets)
+        lrs = run.scheduler.get_last_lr()
         metrics = EpochMetrics(
-            epoch, running / max(1, len(train_loader)), val_map, time.perf_counter() - started
+            epoch=epoch,
+            train_loss=train_loss,
+            val_map=val_map,
+            val_ap=tuple(float(x) for x in per_class),
+            lr=float(lrs[1]),
+            backbone_lr=float(lrs[0]),
+            seconds=time.perf_counter() - started,
         )
-        history.append(metrics)
-        log(
-            f"epoch {epoch}: loss {metrics.train_loss:.4f}  val mAP {val_map:.4f}  "
-            f"({metrics.seconds:.1f}s)"
-        )
-        if val_map > best_map:
-            best_map, best_ap = val_map, per_class
+        run.history.append(metrics)
+        improved = math.isfinite(val_map) and val_map > run.best_map
+        if improved or run.best_epoch == 0:
+            run.best_epoch, run.best_map = epoch, val_map if math.isfinite(val_map) else -math.inf
             save_checkpoint(
-                checkpoint_path, model, manifest.class_names, config, metrics, lineage or {}
+                paths.best,
+                run.model,
+                manifest.class_names,
+                config.model_dump(mode="json"),
+                _best_metrics(run, config, complete=False),
+                lineage,
             )
+        _save_training_state(paths.last, run, manifest, config, requested, lineage)
+        complete = epoch == config.epochs
+        write_history(
+            paths.history,
+            run.history,
+            manifest.class_names,
+            config.model_dump(mode="json"),
+            run.best_epoch,
+            complete,
+        )
+        plot_curves(paths.curves, run.history, f"{config.backbone}, {config.image_size} px")
+        log(
+            f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}  val mAP {val_map:.4f}"
+            f"{'  (best)' if run.best_epoch == epoch else ''}  ({metrics.seconds:.1f}s)"
+        )
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and not complete:
+            return _result(paths, run, config, completed=False, resumed_from=resumed_from)
+
+    _mark_complete(paths, run, config)
+    if resumed_from == config.epochs:
+        log(f"nothing to resume: all {config.epochs} epochs of {paths.last} are done")
+        write_history(
+            paths.history,
+            run.history,
+            manifest.class_names,
+            config.model_dump(mode="json"),
+            run.best_epoch,
+            True,
+        )
+    return _result(paths, run, config, completed=True, resumed_from=resumed_from)
+
+
+def _result(
+    paths: TrainingPaths, run: _Run, config: TrainConfig, completed: bool, resumed_from: int
+) -> TrainingResult:
+    best = run.history[run.best_epoch - 1]
     return TrainingResult(
-        checkpoint_path, tuple(history), best_map, tuple(float(x) for x in best_ap)
+        checkpoint=paths.best,
+        history=tuple(run.history),
+        val_map=best.val_map,
+        per_class_ap=best.val_ap,
+        best_epoch=run.best_epoch,
+        config=config,
+        completed=completed,
+        resumed_from=resumed_from,
     )
 
 
-def save_checkpoint(
-    path: Path,
-    model: CamClassifier,
-    class_names: Sequence[str],
-    config: TrainConfig,
-    metrics: EpochMetrics,
-    lineage: dict[str, str],
-) -> None:
-    """Weights plus everything needed to use them without this training loop."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": "wsss-classifier/1",
-        "backbone": config.backbone,
-        "class_names": list(class_names),
-        "config": config.model_dump(mode="json"),
-        "metrics": {
-            "epoch": metrics.epoch,
-            "val_map": metrics.val_map,
-            "train_loss": metrics.train_loss,
-        },
-        "lineage": dict(lineage),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-@dataclass(frozen=True)
-class LoadedClassifier:
-    model: CamClassifier
-    class_names: tuple[str, ...]
-    image_size: int
-    val_map: float
-    file_hash: str
-    lineage: dict[str, str]
-
-
-def load_checkpoint(path: Path, device: str = "cpu") -> LoadedClassifier:
-    """Load a checkpoint written by :func:`save_checkpoint`, in eval mode."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no trained model; run `wsss train` first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != "wsss-classifier/1":
-        raise ValueError(f"{path}: not a wsss classifier checkpoint")
-    output_stride = int(payload["config"].get("output_stride", 32))
-    model = build_classifier(payload["backbone"], len(payload["class_names"]), output_stride)
-    model.load_state_dict(payload["state_dict"])
-    model.to(resolve_device(device)).eval()
-    return LoadedClassifier(
-        model=model,
-        class_names=tuple(payload["class_names"]),
-        image_size=int(payload["config"]["image_size"]),
-        val_map=float(payload["metrics"]["val_map"]),
-        file_hash=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-        lineage=dict(payload.get("lineage", {})),
+def describe_ap(class_names: Sequence[str], per_class_ap: Sequence[float]) -> str:
+    """``digit_0 0.99, digit_1 0.97, ...`` (``n/a`` where undefined)."""
+    return ", ".join(
+        f"{name} {ap:.2f}" if math.isfinite(ap) else f"{name} n/a"
+        for name, ap in zip(class_names, per_class_ap, strict=True)
     )

@@ -70,18 +70,71 @@ def _resolve_state_dict(backbone: str, weights: str) -> dict[str, torch.Tensor]:
         ) from error
 
 
+def _describe(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def load_initial_weights(
     model: CamClassifier, backbone: str, weights: str, log: Callable[[str], None] = print
 ) -> None:
-    """Copy a torchvision model's weights into ``model.features``; the head stays fresh."""
+    """Copy pretrained weights into ``model.features``; the head stays freshly initialised.
+
+    ``weights`` is a torchvision weights name or a file holding a torchvision
+    ``state_dict`` (any number of classes) or a wsss classifier checkpoint. Head
+    keys (``fc.``/``classifier.``/``head.``) and keys whose name or shape does not
+    fit the backbone are skipped with a message; weights sharing no key with the
+    backbone are an error.
+    """
     state = _resolve_state_dict(backbone, weights)
+    if "head.weight" in state and all(k.startswith(("features.", "head.")) for k in state):
+        # a CamClassifier state_dict (a wsss checkpoint): its backbone, a new head
+        _load_features(model.features, state, "features.", weights, backbone, log)
+        return
     reference = BACKBONES[backbone].build(weights=None)
-    missing, unexpected = reference.load_state_dict(state, strict=False)
-    head_prefixes = ("fc.", "classifier.")
-    skipped = [*unexpected, *(k for k in missing if not k.startswith(head_prefixes))]
-    if len(skipped) == len(reference.state_dict()):
-        raise ValueError(f"weights {weights!r} share no key with {backbone}")
-    if skipped:
-        log(f"weights {weights}: {len(skipped)} key(s) did not match and were skipped")
     features = _feature_extractor(reference, BACKBONES[backbone].family)
+    features.load_state_dict(model.features.state_dict())  # keys absent from the file: as is
+    _load_features(reference, state, "", weights, backbone, log)
     model.features.load_state_dict(features.state_dict())
+
+
+HEAD_PREFIXES = ("fc.", "classifier.", "head.")
+
+
+def _load_features(
+    target: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    prefix: str,
+    weights: str,
+    backbone: str,
+    log: Callable[[str], None],
+) -> None:
+    """Load the keys of ``state`` (minus ``prefix``) that fit ``target``; report the rest."""
+    expected = target.state_dict()
+    usable: dict[str, torch.Tensor] = {}
+    head, mismatched = [], []
+    for key, value in state.items():
+        if key.startswith(HEAD_PREFIXES):
+            head.append(key)
+            continue
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if name in expected and tuple(expected[name].shape) == tuple(value.shape):
+            usable[name] = value
+        else:
+            mismatched.append(key)
+    if not usable:
+        raise ValueError(f"weights {weights!r} share no key with {backbone}")
+    missing = [key for key in expected if key not in usable and not key.startswith(HEAD_PREFIXES)]
+    target.load_state_dict(usable, strict=False)
+    if head:
+        log(f"weights {weights}: {len(head)} classifier-head key(s) skipped (new head)")
+    if mismatched:
+        log(
+            f"weights {weights}: {len(mismatched)} key(s) do not fit {backbone} and were "
+            f"skipped: {_describe(mismatched)}"
+        )
+    if missing:
+        log(
+            f"weights {weights}: {len(missing)} {backbone} key(s) absent from the file keep "
+            f"their random initialisation: {_describe(missing)}"
+        )

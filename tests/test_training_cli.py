@@ -1,0 +1,73 @@
+"""`wsss train` through the real Prefect flow: trains, reuses, resumes, fails in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsss_cli.main import main
+from wsss_core.data.demo import generate_demo_dataset
+from wsss_core.data.folder_source import ingest_folder
+from wsss_core.store.workspace import Workspace
+
+FAST = [
+    "--backbone",
+    "resnet18",
+    "--weights",
+    "none",
+    "--epochs",
+    "1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli-train")
+    demo = generate_demo_dataset(root / "demo", num_images=16, image_size=32, seed=2)
+    ingest_folder(
+        demo.images_dir, demo.labels_csv, Workspace(root / "ws"), demo.classes_txt, demo.masks_dir
+    )
+    return root / "ws"
+
+
+def test_train_prints_the_map_then_reuses_the_model(workspace, capsys, prefect_harness):
+    assert main(["train", "--workspace", str(workspace), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "classifier: validation mAP" in out and "trained in" in out
+    assert "per-class AP: digit_0" in out
+    for name in ("classifier.pt", "last.pt", "history.parquet", "training_curves.png"):
+        assert (workspace / "models" / name).is_file(), name
+
+    assert main(["train", "--workspace", str(workspace), *FAST]) == 0
+    assert "reused, up to date" in capsys.readouterr().out
+
+
+def test_resume_without_an_interrupted_run_is_a_one_line_error(tmp_path, capsys, prefect_harness):
+    workspace = tmp_path / "ws"
+    demo = generate_demo_dataset(tmp_path / "demo", num_images=4, image_size=32, seed=2)
+    ingest_folder(demo.images_dir, demo.labels_csv, Workspace(workspace), demo.classes_txt)
+    code = main(["train", "--workspace", str(workspace), "--resume", *FAST])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("wsss train: error:") and "nothing to resume" in err[-1]
+
+
+def test_bad_override_is_a_one_line_error_before_anything_runs(tmp_path, capsys):
+    code = main(["train", "--workspace", str(tmp_path), "--epochs", "0"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.epochs" in err[0]
+
+
+def test_unknown_backbone_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--workspace", str(tmp_path), "--backbone", "vgg16"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""`wsss train`: train, resume or reuse the classifier of an ingested workspace."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+BACKBONE_CHOICES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+)
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    values = {
+        "backbone": args.backbone,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+    }
+    overrides = {key: value for key, value in values.items() if value is not None}
+    if args.weights is not None:
+        overrides["weights"] = _weights(args.weights)
+    return overrides
+
+
+def _format_ap(class_names, per_class_ap) -> str:
+    parts = [
+        f"{name} {ap:.3f}" if math.isfinite(ap) else f"{name} n/a"
+        for name, ap in zip(class_names, per_class_ap, strict=False)
+    ]
+    return ", ".join(parts)
+
+
+def print_outcome(outcome) -> None:
+    if outcome.trained:
+        how = f"trained in {outcome.seconds:.0f} s"
+        if outcome.resumed_from:
+            how = f"resumed after epoch {outcome.resumed_from}, {how}"
+    else:
+        how = "reused, up to date"
+    print(
+        f"classifier: validation mAP {outcome.val_map:.4f} "
+        f"(best epoch {outcome.best_epoch}/{outcome.epochs}, {outcome.backbone}, "
+        f"{outcome.image_size} px; {how})"
+    )
+    if outcome.per_class_ap:
+        print(f"per-class AP: {_format_ap(outcome.class_names, outcome.per_class_ap)}")
+    models = Path(outcome.models_dir)
+    print(f"model: {models / 'classifier.pt'}")
+    print(f"curves: {models / 'training_curves.png'}  history: {models / 'history.parquet'}")
+
+
+class Train:
+    NAME = "train"
+    HELP = "train the classifier on an ingested workspace (resume after a kill with --resume)"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--workspace", required=True, help="workspace directory")
+        parser.add_argument("--config", help="YAML config file (any subset of sections)")
+        parser.add_argument(
+            "--backbone",
+            choices=BACKBONE_CHOICES,
+            metavar="NAME",
+            help=f"overrides train.backbone: {', '.join(BACKBONE_CHOICES)}",
+        )
+        parser.add_argument(
+            "--weights",
+            help="initial weights: a torchvision name (IMAGENET1K_V1), a .pth file, or none",
+        )
+        parser.add_argument("--epochs", type=int, help="default: chosen from the dataset size")
+        parser.add_argument("--image-size", type=int, help="default: from the image sizes")
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--lr", type=float, help="head learning rate (train.learning_rate)")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the interrupted run in models/last.pt (error if there is none)",
+        )
+        mode.add_argument(
+            "--force", action="store_true", help="train from scratch even when up to date"
+        )
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from flows.train import train, training_config
+        from wsss_core.model.device import resolve_device
+        from wsss_core.store.workspace import Workspace
+
+        config_file = str(Path(args.config).resolve()) if args.config else None
+        overrides = _overrides(args)
+        config = training_config(config_file, overrides, args.device)  # validate first
+        resolve_device(config.device)
+        Workspace(Path(args.workspace)).require_manifest()
+        try:
+            outcome = train(
+                workspace=str(Path(args.workspace).resolve()),
+                config_file=config_file,
+                train_overrides=overrides,
+                device=args.device,
+                resume=True if args.resume else None,
+                force=args.force,
+            )
+        except KeyboardInterrupt:
+            print(
+                "every finished epoch is saved in models/last.pt; continue with: "
+                f"wsss train --workspace {args.workspace} --resume",
+                file=sys.stderr,
+            )
+            raise
+        print_outcome(outcome)
+        return 0

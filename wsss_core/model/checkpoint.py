@@ -1,0 +1,200 @@
+"""Classifier checkpoints: the best model (what later stages load) and the resume state.
+
+``models/classifier.pt`` (format ``wsss-classifier/1``) is a plain ``torch.save``
+dict that loads with ``weights_only=True`` and needs nothing from the training
+loop: ``backbone``, ``class_names``, ``config`` (the training config actually
+used, ``image_size`` and ``epochs`` resolved), ``metrics`` (epoch, val_map,
+per_class_ap, train_loss, epochs, complete), ``lineage`` and ``state_dict``
+(a :class:`~wsss_core.model.classifier.CamClassifier`)::
+
+    payload = torch.load("classifier.pt", weights_only=True)
+    model = build_classifier(payload["backbone"], len(payload["class_names"]),
+                             payload["config"]["output_stride"])
+    model.load_state_dict(payload["state_dict"])
+
+``models/last.pt`` (format ``wsss-training-state/1``) is the state after the
+last finished epoch: the same fields plus optimiser, scheduler, AMP scaler,
+history and the best epoch so far. It is what ``wsss train --resume`` continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wsss_core.model.classifier import CamClassifier, build_classifier
+from wsss_core.model.device import resolve_device
+
+CHECKPOINT_FORMAT = "wsss-classifier/1"
+TRAINING_STATE_FORMAT = "wsss-training-state/1"
+
+BEST_CHECKPOINT = "classifier.pt"
+LAST_CHECKPOINT = "last.pt"
+HISTORY_FILE = "history.parquet"
+CURVES_FILE = "training_curves.png"
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    """Where one training run keeps its artefacts (a workspace's ``models/``)."""
+
+    best: Path
+    last: Path
+    history: Path
+    curves: Path
+
+    @classmethod
+    def in_dir(cls, directory: Path) -> TrainingPaths:
+        directory = Path(directory)
+        return cls(
+            directory / BEST_CHECKPOINT,
+            directory / LAST_CHECKPOINT,
+            directory / HISTORY_FILE,
+            directory / CURVES_FILE,
+        )
+
+
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file in the same directory, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp_name)
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+def save_checkpoint(
+    path: Path,
+    model: CamClassifier | dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    lineage: dict[str, str],
+) -> None:
+    """Weights plus everything needed to use them without the training loop (atomic)."""
+    state = model if isinstance(model, dict) else cpu_state_dict(model)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "backbone": config["backbone"],
+        "class_names": list(class_names),
+        "config": dict(config),
+        "metrics": dict(metrics),
+        "lineage": dict(lineage),
+        "state_dict": state,
+    }
+    atomic_torch_save(payload, path)
+
+
+def check_class_names(
+    found: Sequence[str], expected: Sequence[str], path: Path, hint: str = ""
+) -> None:
+    """A clear error when a checkpoint's classes are not the manifest's (order matters)."""
+    if tuple(found) == tuple(expected):
+        return
+    only_found = [name for name in found if name not in expected]
+    only_expected = [name for name in expected if name not in found]
+    if only_found or only_expected:
+        detail = f"only in checkpoint: {only_found}; only in manifest: {only_expected}"
+    else:
+        detail = "same names in a different order"
+    raise ValueError(
+        f"{path}: class list of the checkpoint ({len(found)} classes) does not match the "
+        f"manifest's ({len(expected)}): {detail}{hint}"
+    )
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    model: CamClassifier
+    class_names: tuple[str, ...]
+    image_size: int
+    val_map: float
+    file_hash: str
+    lineage: dict[str, str]
+    backbone: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """False while the run that wrote it is unfinished (killed or still training)."""
+        return bool(self.metrics.get("complete", True))
+
+    @property
+    def per_class_ap(self) -> tuple[float, ...]:
+        values = self.metrics.get("per_class_ap") or []
+        return tuple(float("nan") if v is None else float(v) for v in values)
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_checkpoint(
+    path: Path, device: str = "cpu", class_names: Sequence[str] | None = None
+) -> LoadedClassifier:
+    """Load a checkpoint written by :func:`save_checkpoint`, in eval mode.
+
+    With ``class_names`` (the manifest's), a checkpoint trained on another class
+    list is a clear error instead of maps for the wrong classes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model; run `wsss train` first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, pickle of another kind, ...
+        raise ValueError(f"{path}: unreadable checkpoint ({error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a wsss classifier checkpoint")
+    if class_names is not None:
+        check_class_names(payload["class_names"], class_names, path, "; retrain the classifier")
+    output_stride = int(payload["config"].get("output_stride", 32))
+    model = build_classifier(payload["backbone"], len(payload["class_names"]), output_stride)
+    model.load_state_dict(payload["state_dict"])
+    model.to(resolve_device(device)).eval()
+    return LoadedClassifier(
+        model=model,
+        class_names=tuple(payload["class_names"]),
+        image_size=int(payload["config"]["image_size"]),
+        val_map=float(payload["metrics"]["val_map"]),
+        file_hash=file_hash(path),
+        lineage=dict(payload.get("lineage", {})),
+        backbone=str(payload["backbone"]),
+        config=dict(payload["config"]),
+        metrics=dict(payload["metrics"]),
+    )
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """The resume state written after each epoch (``models/last.pt``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: nothing to resume (no epoch of an earlier run finished); "
+            "train without --resume"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: unreadable training state ({error})") from error
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        raise ValueError(f"{path}: not a wsss training state")
+    return state
