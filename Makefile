@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export FIFTYONE_DO_NOT_TRACK ?= true
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install browser demo test lint format bench clean
 
 install: $(STAMP)
 
@@ -29,7 +29,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: install
 	$(BIN)/wsss demo --workspace demo-workspace
 
-test: install
+# The review-App test drives a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "could not install chromium (needs root); the App browser test will be skipped"; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install
@@ -44,6 +51,8 @@ bench: install
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_refine.py
+	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_publish.py
 
 clean:
 	rm -rf demo-workspace .pytest_cache .ruff_cache

@@ -16,6 +16,7 @@ from tasks.ingest import ingest_demo
 from tasks.maps import cam_shard, crf_shard, grow_shard, seeds_shard
 from tasks.publish import publish_review
 from tasks.report import report
+from tasks.review import sync_reviews
 from tasks.train import train
 from wsss_core.config import PipelineConfig
 from wsss_core.report.run_report import RunSummary
@@ -69,6 +70,9 @@ def pseudo_label(
     if demo:
         ingest_demo(ws, config.demo)
     ws.require_manifest()
+    if publish:
+        # Reviewers' edits first: corrected labels feed this run, tags are never lost.
+        sync_reviews(ws, config.review)
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -87,7 +91,8 @@ def pseudo_label(
     dataset_name = None
     if publish:
         started = time.perf_counter()
-        dataset_name = publish_review(ws, config.review).dataset_name
+        sync_reviews(ws, config.review)  # edits made while this run computed
+        dataset_name = publish_review(ws, config).dataset_name
         seconds["publish"] = time.perf_counter() - started
     summary = RunSummary(
         new_run_id(), training.val_map, training.trained, seconds, computed, evaluation

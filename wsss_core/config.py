@@ -30,7 +30,12 @@ class DemoConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """The multi-label CAM classifier (backbone + global average pooling + linear)."""
+    """The multi-label CAM classifier (backbone + global average pooling + linear).
+
+    ``image_size`` and ``epochs`` left unset (null) are chosen from the data when
+    training starts (see ``wsss_core.model.training.resolve_train_config``); the
+    checkpoint records the values actually used.
+    """
 
     backbone: str = Field("mobilenet_v2", description="torchvision backbone name")
     weights: str | None = Field(
@@ -39,15 +44,36 @@ class TrainConfig(_Section):
         "or a state_dict file",
     )
     output_stride: Literal[16, 32] = Field(16, description="16 drops the last stride (finer CAMs)")
-    image_size: int = Field(128, ge=32, description="training input side in pixels")
-    epochs: int = Field(10, ge=1)
+    image_size: int | None = Field(
+        None, ge=32, description="training input side in pixels; null: from the image sizes"
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="training epochs; null: from the dataset size"
+    )
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0, description="head learning rate (AdamW)")
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone lr = head lr x this")
     weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up, then cosine decay")
+    crop_scale: tuple[float, float] = Field(
+        (0.6, 1.0), description="RandomResizedCrop area range (fraction of the image)"
+    )
+    color_jitter: float = Field(
+        0.3, ge=0, le=1, description="brightness/contrast/saturation jitter (hue: a sixth)"
+    )
     hflip: bool = Field(False, description="random horizontal flips (off for text/digits)")
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = 0
-    num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader workers; null: 0 on CPU, up to 8 on CUDA"
+    )
+
+    @model_validator(mode="after")
+    def _valid_crop(self) -> TrainConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError("crop_scale must satisfy 0 < low <= high <= 1")
+        return self
 
 
 class CamConfig(_Section):
@@ -57,6 +83,9 @@ class CamConfig(_Section):
     scales: tuple[float, ...] = Field((1.0, 0.5, 1.5), min_length=1)
     flip: bool = Field(False, description="add horizontally flipped passes (IRN)")
     batch_size: int = Field(16, ge=1)
+    store_stride: int = Field(
+        1, ge=1, le=16, description="store CAMs at 1/stride resolution (smaller workspace)"
+    )
     threshold: float = Field(
         0.6, gt=0, lt=1, description="background threshold for the thresholded-CAM mask"
     )
@@ -115,8 +144,25 @@ class ReviewConfig(_Section):
 
     dataset_name: str | None = Field(None, description="default: wsss-<workspace folder name>")
     database_dir: str | None = Field(None, description="default: <workspace>/fiftyone-db")
-    database_uri: str | None = Field(None, description="an external MongoDB instead")
+    database_uri: str | None = Field(
+        None,
+        description="an external MongoDB instead; unreachable -> error after "
+        "serverSelectionTimeoutMS from the URI (default 3000 ms)",
+    )
     port: int = Field(5151, ge=1, le=65535)
+    label_suspect_below: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="flag a labelled class the classifier scores below this (label possibly wrong)",
+    )
+    missing_label_above: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="flag an unlabelled class the classifier scores above this "
+        "(label possibly missing)",
+    )
 
 
 class PipelineConfig(_Section):

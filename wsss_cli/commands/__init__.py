@@ -1,12 +1,19 @@
 """One module per `wsss` sub-command.
 
-Each module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int``. Add a command by writing a module and listing it in
-``COMMANDS``.
+Each module defines a class with ``NAME``, ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``. Add a command by writing a module and listing its
+class in ``COMMANDS`` (the order of `wsss --help`).
 """
 
 from __future__ import annotations
 
-from wsss_cli.commands import pipeline, review
+from wsss_cli.commands import export, ingest, pipeline, review, train
 
-COMMANDS = (pipeline.Demo, pipeline.Run, review.Review)
+COMMANDS = (
+    pipeline.Demo,
+    ingest.Ingest,
+    train.Train,
+    pipeline.Run,
+    review.Review,
+    export.Export,
+)

@@ -30,7 +30,11 @@ def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
     from wsss_core.store.workspace import Workspace
 
     config_file = str(Path(args.config).resolve()) if args.config else None
-    load_config(config_file)  # validate before starting anything
+    config = load_config(config_file)  # validate before starting anything
+    if not args.no_publish and config.review.database_uri:
+        from wsss_core.review.fiftyone_adapter import check_database
+
+        check_database(config.review.database_uri)  # fail in seconds, before any work
     if not demo:
         Workspace(Path(args.workspace)).require_manifest()
     result = pseudo_label(

@@ -1,4 +1,9 @@
-"""Stage ``cam``: class activation maps of each image's labelled classes."""
+"""Stage ``cam``: class activation maps of each image's labelled classes.
+
+Each image's row also carries the classifier's sigmoid score of *every* class
+(one gradient-free forward pass at the network input size per batch), which
+review uses to flag labels that look wrong or missing.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.training import LoadedClassifier, load_checkpoint, to_tensor
 from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
-from wsss_core.store.maps import CamRecord, write_cam_shard
+from wsss_core.store.maps import CamRecord, cam_shard_has_class_scores, write_cam_shard
 from wsss_core.store.workspace import Workspace
 
 
@@ -40,6 +45,17 @@ def _to_original_size(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     return (resized / peak).numpy()
 
 
+def class_scores(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Sigmoid scores ``[B, C]`` of every class, in eval mode and without autograd."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.sigmoid(model(images).float()).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
 def compute_cams(
     classifier: LoadedClassifier,
     records: Sequence[ImageRecord],
@@ -48,7 +64,10 @@ def compute_cams(
     show_progress: bool = False,
     label: str = "cam",
 ) -> list[CamRecord]:
-    """CAMs for ``records`` in input order; images of equal network size share batches."""
+    """CAMs (and all class scores) for ``records`` in input order.
+
+    Images of equal network size share batches.
+    """
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         groups[_network_size(record.height, record.width, classifier.image_size)].append(index)
@@ -65,18 +84,22 @@ def compute_cams(
                         image[None], size=size, mode="bilinear", align_corners=False, antialias=True
                     )[0]
                 )
+            images = torch.stack(tensors).to(device)
+            scores = class_scores(classifier.model, images)
             maps = class_activation_maps(
                 classifier.model,
-                torch.stack(tensors).to(device),
+                images,
                 [list(records[index].labels) for index in batch],
                 method=config.cam.method,
                 scales=config.cam.scales,
                 flip=config.cam.flip,
             )
-            for index, image_maps in zip(batch, maps, strict=True):
+            for index, image_maps, image_scores in zip(batch, maps, scores, strict=True):
                 record = records[index]
                 full = _to_original_size(image_maps, record.height, record.width)
-                results[index] = CamRecord(record.image_id, record.labels, full)
+                results[index] = CamRecord(
+                    record.image_id, record.labels, full, tuple(image_scores.tolist())
+                )
             bar.update(len(batch))
     bar.close()
     return [results[index] for index in range(len(records))]
@@ -87,15 +110,18 @@ def run_cam_shard(
 ) -> ShardOutcome:
     """Write ``maps/cam/part-<shard>.parquet`` unless an up-to-date one exists."""
     started = time.perf_counter()
-    _, records = shard_records(workspace, config, shard_index)
-    classifier = load_checkpoint(workspace.model_path, config.device)
+    manifest, records = shard_records(workspace, config, shard_index)
+    classifier = load_checkpoint(
+        workspace.model_path, config.device, class_names=manifest.class_names
+    )
     lineage = expected_lineage(config, "cam", classifier.file_hash, records)
     path = workspace.shard_path("cam", shard_index)
-    if is_fresh(path, lineage):
+    # Shards from before the class_scores column are recomputed once to gain it.
+    if is_fresh(path, lineage) and cam_shard_has_class_scores(path):
         return ShardOutcome("cam", shard_index, len(records), computed=False)
     device = next(classifier.model.parameters()).device
     cams = compute_cams(
         classifier, records, config, device, show_progress, label=f"cam {shard_index}"
     )
-    write_cam_shard(path, cams, lineage)
+    write_cam_shard(path, cams, lineage, stride=config.cam.store_stride)
     return ShardOutcome("cam", shard_index, len(records), True, time.perf_counter() - started)

@@ -1,0 +1,47 @@
+"""`wsss export`: pseudo-masks in the PASCAL VOC segmentation layout."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class Export:
+    NAME = "export"
+    HELP = "write masks as VOC SegmentationClass PNGs plus classes.txt"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--workspace", required=True, help="workspace directory")
+        parser.add_argument("--out", required=True, help="output directory")
+        parser.add_argument("--format", choices=("voc",), default="voc", help="layout")
+        parser.add_argument(
+            "--stage",
+            choices=("cam", "seeds", "grown", "crf"),
+            default="crf",
+            help="which stage's masks (default: crf, the final ones)",
+        )
+        parser.add_argument(
+            "--only-approved", action="store_true", help="only masks a reviewer approved"
+        )
+        parser.add_argument("--config", help="YAML config file")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from flows.pseudo_label import load_config
+        from wsss_core.export.voc import export_voc
+        from wsss_core.store.workspace import Workspace
+
+        summary = export_voc(
+            Workspace(Path(args.workspace)),
+            load_config(args.config),
+            Path(args.out),
+            stage=args.stage,
+            only_approved=args.only_approved,
+        )
+        print(
+            f"exported {summary.exported} mask(s) to {summary.out_dir / 'SegmentationClass'}"
+            f" (skipped: {summary.skipped_rejected} rejected, "
+            f"{summary.skipped_unapproved} not approved, {summary.missing} not computed)"
+        )
+        return 0

@@ -1,0 +1,227 @@
+"""Reviewers' decisions, kept in the workspace: ``reviews.parquet`` is the record.
+
+The FiftyOne database is where people work; this table is what the pipeline
+trusts. It is append-only: each sync adds one row per image whose review state
+changed, so the full history stays readable and the latest row per image is
+the current state.
+
+``reviews.parquet``:
+
+=========== ================== ==============================================
+column      type               meaning
+=========== ================== ==============================================
+image_id    string             manifest image id
+status      string             ``approved``, ``rejected``, ``needs-fix`` or
+                               ``unreviewed`` (a tag was removed)
+labels      list<int16> (null) corrected image labels; null = no correction
+mask_sha256 string (null)      hash of the frozen mask, for ``approved``
+reviewed_at timestamp[us, UTC] when the sync saw the change
+=========== ================== ==============================================
+
+An approval freezes the mask: it is copied to ``approved/<image_id>.png`` and
+from then on publishing and export use that copy, whatever later runs compute,
+until a reviewer removes the ``approved`` tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from wsss_core.data.manifest import (
+    STATUS_OK,
+    STATUS_UNLABELED,
+    read_manifest,
+    write_manifest,
+)
+from wsss_core.store.parquet_io import read_table, write_table
+from wsss_core.store.workspace import Workspace
+
+REVIEWS_SCHEMA_VERSION = 1
+APPROVED, REJECTED, NEEDS_FIX, UNREVIEWED = "approved", "rejected", "needs-fix", "unreviewed"
+REVIEW_TAGS = (APPROVED, REJECTED, NEEDS_FIX)
+
+REVIEWS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("status", pa.string()),
+        ("labels", pa.list_(pa.int16())),
+        ("mask_sha256", pa.string()),
+        ("reviewed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ReviewEvent:
+    image_id: str
+    status: str
+    labels: tuple[int, ...] | None = None
+    mask_sha256: str | None = None
+    reviewed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObservedReview:
+    """What a reviewer left on one sample: review tags and the labels as they stand.
+
+    ``published_labels`` are the labels the pipeline last wrote; labels that
+    differ from them were edited by a person.
+    """
+
+    tags: frozenset[str]
+    labels: tuple[int, ...]
+    published_labels: tuple[int, ...] | None = None
+
+
+def status_from_tags(tags: Iterable[str]) -> str:
+    """One status per sample; conflicting tags resolve to the most cautious."""
+    present = set(tags)
+    for status in (REJECTED, NEEDS_FIX, APPROVED):
+        if status in present:
+            return status
+    return UNREVIEWED
+
+
+def approved_mask_path(workspace: Workspace, image_id: str) -> Path:
+    return workspace.root / "approved" / f"{image_id}.png"
+
+
+def read_reviews(workspace: Workspace) -> list[ReviewEvent]:
+    path = workspace.root / "reviews.parquet"
+    if not path.exists():
+        return []
+    return [
+        ReviewEvent(
+            row["image_id"],
+            row["status"],
+            None if row["labels"] is None else tuple(row["labels"]),
+            row["mask_sha256"],
+            row["reviewed_at"],
+        )
+        for row in read_table(path).to_pylist()
+    ]
+
+
+def latest_reviews(workspace: Workspace) -> dict[str, ReviewEvent]:
+    """The current review state per image (the last event wins)."""
+    latest: dict[str, ReviewEvent] = {}
+    for event in read_reviews(workspace):
+        latest[event.image_id] = event
+    return latest
+
+
+def _append(workspace: Workspace, events: Sequence[ReviewEvent]) -> None:
+    rows = [
+        {
+            "image_id": e.image_id,
+            "status": e.status,
+            "labels": None if e.labels is None else list(e.labels),
+            "mask_sha256": e.mask_sha256,
+            "reviewed_at": e.reviewed_at,
+        }
+        for e in [*read_reviews(workspace), *events]
+    ]
+    table = pa.Table.from_pylist(rows, schema=REVIEWS_SCHEMA)
+    write_table(
+        workspace.root / "reviews.parquet", table, {"schema_version": REVIEWS_SCHEMA_VERSION}
+    )
+
+
+def _freeze_mask(workspace: Workspace, image_id: str) -> str | None:
+    source = workspace.mask_path(image_id)
+    if not source.exists():
+        return None
+    target = approved_mask_path(workspace, image_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    changed: int
+    approved: int
+    rejected: int
+    needs_fix: int
+    label_corrections: int
+
+
+def record_reviews(
+    workspace: Workspace, observed: Mapping[str, ObservedReview], now: datetime | None = None
+) -> SyncSummary:
+    """Append the changes between ``observed`` (from the review tool) and the record.
+
+    Newly approved masks are frozen; label corrections (labels that differ from
+    the manifest's) are recorded and written into the manifest for the next run.
+    """
+    now = now or datetime.now(UTC)
+    manifest = read_manifest(workspace)
+    records = manifest.by_id()
+    latest = latest_reviews(workspace)
+    events: list[ReviewEvent] = []
+    for image_id, seen in observed.items():
+        if image_id not in records:
+            continue
+        status = status_from_tags(seen.tags)
+        previous = latest.get(image_id, ReviewEvent(image_id, UNREVIEWED))
+        shown = tuple(sorted(seen.labels))
+        reference = seen.published_labels
+        if reference is None:  # published before we kept track: compare with the manifest
+            reference = tuple(sorted(records[image_id].labels))
+        labels = shown if shown != tuple(sorted(reference)) else previous.labels
+        if status == previous.status and labels == previous.labels:
+            continue
+        mask_hash = previous.mask_sha256 if status == APPROVED else None
+        if status == APPROVED and previous.status != APPROVED:
+            mask_hash = _freeze_mask(workspace, image_id)
+        events.append(ReviewEvent(image_id, status, labels, mask_hash, now))
+    if events:
+        _append(workspace, events)
+        apply_label_corrections(workspace)
+    current = {**latest, **{e.image_id: e for e in events}}
+    statuses = [e.status for e in current.values()]
+    return SyncSummary(
+        changed=len(events),
+        approved=statuses.count(APPROVED),
+        rejected=statuses.count(REJECTED),
+        needs_fix=statuses.count(NEEDS_FIX),
+        label_corrections=sum(e.labels is not None for e in events),
+    )
+
+
+def apply_label_corrections(workspace: Workspace) -> int:
+    """Write every current label correction into the manifest; returns how many changed.
+
+    Called after each sync and after each ingest, so a re-ingest that reads the
+    source's original labels never undoes a reviewer's correction.
+    """
+    corrections = {
+        image_id: event.labels
+        for image_id, event in latest_reviews(workspace).items()
+        if event.labels is not None
+    }
+    manifest = read_manifest(workspace)
+    changed = 0
+    rows = []
+    for row in manifest.all_rows:
+        labels = corrections.get(row.image_id)
+        if labels is None or tuple(row.labels) == labels:
+            rows.append(row)
+            continue
+        status = row.status
+        if status in (STATUS_OK, STATUS_UNLABELED):
+            status = STATUS_OK if labels else STATUS_UNLABELED
+        rows.append(replace(row, labels=labels, status=status))
+        changed += 1
+    if changed:
+        write_manifest(workspace, rows, manifest.class_names, manifest.source)
+    return changed
