@@ -20,8 +20,6 @@ history and the best epoch so far. It is what ``wsss train --resume`` continues.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 
 from wsss_core.model.classifier import CamClassifier, build_classifier
 from wsss_core.model.device import resolve_device
+from wsss_core.store.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "wsss-classifier/1"
 TRAINING_STATE_FORMAT = "wsss-training-state/1"
@@ -63,17 +62,7 @@ class TrainingPaths:
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file in the same directory, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp_name)
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp_name: torch.save(payload, tmp_name))
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

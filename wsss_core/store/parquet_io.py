@@ -8,14 +8,14 @@ leaves either the previous file or the new one, never half of either.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from wsss_core.store.atomic import atomic_write
 
 METADATA_KEY = b"wsss"
 
@@ -39,23 +39,17 @@ def write_table(
         {**existing, METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
     )
     table = table.replace_schema_metadata(schema.metadata)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        dictionary = [field.name for field in table.schema if not pa.types.is_binary(field.type)]
-        pq.write_table(
+    dictionary = [field.name for field in table.schema if not pa.types.is_binary(field.type)]
+    atomic_write(
+        path,
+        lambda tmp_name: pq.write_table(
             table,
             tmp_name,
             compression="zstd",
             row_group_size=row_group_size,
             use_dictionary=dictionary,
-        )
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        ),
+    )
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
