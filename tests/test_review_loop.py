@@ -292,3 +292,45 @@ def test_classifier_scores_reach_the_curation_flags(reviewed):
     assert all(isinstance(f, list) for f in flags)
     flagged = dataset.load_saved_view("label-suspects").values("image_id")
     assert sorted(flagged) == sorted(i for i, f in zip(ids, flags, strict=True) if f)
+
+
+def test_undoing_a_label_correction_is_recorded(reviewed):
+    import fiftyone as fo
+
+    from flows.pseudo_label import load_config
+    from flows.review_sync import review_sync
+    from wsss_core.review.fiftyone_adapter import publish
+
+    workspace, image_id = reviewed["workspace"], reviewed["corrected"]
+    review_config = load_config(reviewed["config"]).review
+    publish(workspace, review_config, shard_size=6)  # shows the synced correction
+    # The reviewer restores the source's labels (from the demo's labels.csv).
+    rows = (workspace.root / "demo-source" / "labels.csv").read_text().splitlines()
+    source_names = next(r.split(",")[1] for r in rows if r.startswith(f"{image_id},")).split(";")
+    assert latest_reviews(workspace)[image_id].labels != tuple(
+        sorted(int(n.split("_")[1]) for n in source_names)
+    )
+    dataset = fo.load_dataset("wsss-review-loop")
+    sample = dataset.match({"image_id": image_id}).first()
+    sample["labels"] = fo.Classifications(
+        classifications=[fo.Classification(label=n) for n in source_names]
+    )
+    sample.save()
+    review_sync(workspace=str(workspace.root), config_file=reviewed["config"])
+    expected = tuple(sorted(int(n.split("_")[1]) for n in source_names))
+    assert read_manifest(workspace).by_id()[image_id].labels == expected
+    publish(workspace, review_config, shard_size=6)
+    sample.reload()
+    assert sorted(c.label for c in sample["labels"].classifications) == sorted(source_names)
+
+
+def test_export_to_the_same_folder_removes_what_no_longer_qualifies(reviewed, tmp_path):
+    from wsss_cli.main import main
+
+    workspace, out = reviewed["workspace"], tmp_path / "export"
+    common = ["export", "--workspace", str(workspace.root), "--out", str(out)]
+    assert main([*common, "--config", reviewed["config"]]) == 0
+    assert len(list((out / "SegmentationClass").glob("*.png"))) > 1
+    assert main([*common, "--only-approved", "--config", reviewed["config"]]) == 0
+    files = sorted(p.stem for p in (out / "SegmentationClass").glob("*.png"))
+    assert files == [reviewed["approved"]]

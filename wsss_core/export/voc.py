@@ -4,11 +4,13 @@
 class k in manifest order, 255 ignore, VOC colours) and ``OUT/classes.txt``
 (``background`` then the class names, one a line, so line n is value n).
 Rejected images are never exported; with ``only_approved`` only approved ones
-are, from their frozen masks.
+are (for the ``crf`` stage, from their frozen masks). Files of an earlier
+export to the same folder that no longer qualify are removed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +36,20 @@ class ExportSummary:
     out_dir: Path
 
 
-def _stage_maps(workspace: Workspace, config: PipelineConfig, stage: str, shard: int):
-    path = workspace.shard_path(stage, shard)
-    if not path.exists():
-        return {}
-    if stage == "cam":
-        return {r.image_id: thresholded_cam(r, config.cam.threshold) for r in read_cam_shard(path)}
-    return {r.image_id: r.labels for r in read_label_shard(path)}
+def _stage_maps(
+    workspace: Workspace, config: PipelineConfig, stage: str
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(image id, label map) for every image in the stage's shards, one shard at a time.
+
+    Reads every ``part-*`` file, so it does not depend on the shard size in ``config``.
+    """
+    for path in sorted(workspace.maps_dir(stage).glob("part-*.parquet")):
+        if stage == "cam":
+            for record in read_cam_shard(path):
+                yield record.image_id, thresholded_cam(record, config.cam.threshold)
+        else:
+            for record in read_label_shard(path):
+                yield record.image_id, record.labels
 
 
 def export_voc(
@@ -50,35 +59,40 @@ def export_voc(
     stage: str = "crf",
     only_approved: bool = False,
 ) -> ExportSummary:
+    """Write the masks; files of an earlier export that no longer qualify are removed."""
     if stage not in EXPORT_STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {EXPORT_STAGES}")
     manifest = read_manifest(workspace)
+    usable = {record.image_id for record in manifest.records}
     reviews = latest_reviews(workspace)
     target = Path(out_dir) / "SegmentationClass"
     target.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
-    exported = rejected = unapproved = missing = 0
-    for shard_index, records in enumerate(manifest.shards(config.shard_size)):
-        maps = _stage_maps(workspace, config, stage, shard_index)
-        for record in records:
-            status = reviews[record.image_id].status if record.image_id in reviews else None
-            if status == REJECTED:
-                rejected += 1
-                continue
-            if only_approved and status != APPROVED:
-                unapproved += 1
-                continue
-            frozen = approved_mask_path(workspace, record.image_id)
-            labels: np.ndarray | None
-            if status == APPROVED and stage == "crf" and frozen.exists():
-                labels = load_label_map(frozen)
-            else:
-                labels = maps.get(record.image_id)
-            if labels is None:
-                missing += 1
-                continue
-            save_label_map(target / f"{record.image_id}.png", labels, palette)
-            exported += 1
+    written: set[str] = set()
+    seen: set[str] = set()
+    rejected = unapproved = 0
+    for image_id, labels in _stage_maps(workspace, config, stage):
+        if image_id not in usable or image_id in seen:
+            continue
+        seen.add(image_id)
+        status = reviews[image_id].status if image_id in reviews else None
+        if status == REJECTED:
+            rejected += 1
+            continue
+        if only_approved and status != APPROVED:
+            unapproved += 1
+            continue
+        if status == APPROVED and stage == "crf":
+            frozen = approved_mask_path(workspace, image_id)
+            if not frozen.exists():
+                continue  # approved without a frozen mask: counted as missing, never guessed
+            labels = load_label_map(frozen)
+        save_label_map(target / f"{image_id}.png", labels, palette)
+        written.add(image_id)
+    for stale in target.glob("*.png"):
+        if stale.stem not in written:
+            stale.unlink()
     names = ["background", *manifest.class_names]
     (Path(out_dir) / "classes.txt").write_text("\n".join(names) + "\n")
-    return ExportSummary(exported, rejected, unapproved, missing, Path(out_dir))
+    missing = len(usable) - len(written) - rejected - unapproved
+    return ExportSummary(len(written), rejected, unapproved, missing, Path(out_dir))

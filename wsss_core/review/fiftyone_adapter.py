@@ -39,6 +39,7 @@ from wsss_core.review.reviews import (
     ObservedReview,
     approved_mask_path,
     latest_reviews,
+    publish_mask_copy,
 )
 from wsss_core.store.workspace import Workspace
 
@@ -236,7 +237,8 @@ def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -
 
     manifest = read_manifest(workspace)
     name = dataset_name_for(workspace, config)
-    dataset = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name)
+    is_new = not fo.dataset_exists(name)
+    dataset = fo.Dataset(name) if is_new else fo.load_dataset(name)
     dataset.persistent = True
     targets = {0: "background", **{i + 1: n for i, n in enumerate(manifest.class_names)}}
     dataset.default_mask_targets = {**targets, 255: "ignore"}
@@ -255,15 +257,20 @@ def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -
         }
     new_samples, updates = [], {}
     for record in manifest.records:
-        mask = workspace.mask_path(record.image_id)
         frozen = approved_mask_path(workspace, record.image_id)
         if record.image_id in approved and frozen.exists():
             mask = frozen  # approved: later runs never replace what a person accepted
+        else:
+            # Reviewers see a published copy, so an approval freezes what they saw even
+            # when a later run rewrites masks/<id>.png before the next sync.
+            mask = publish_mask_copy(workspace, record.image_id)
         fields = _pipeline_fields(fo, record, mask, files.get(record.image_id))
         names = _label_names(record, manifest.class_names)
         if record.image_id in existing:
             sample_id, shown, published = existing[record.image_id]
-            edited = published is not None and shown != sorted(published)
+            # Edited by a person: differs from what we last wrote and from the manifest
+            # (equal to the manifest means the edit was synced, or undone).
+            edited = published is not None and shown != sorted(published) and shown != sorted(names)
             if not edited:
                 fields["labels"] = _classifications(fo, names)
                 fields["published_labels"] = names
@@ -280,7 +287,8 @@ def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -
     for field in sorted({key for values in updates.values() for key in values}):
         values = {sid: v[field] for sid, v in updates.items() if field in v}
         dataset.set_values(field, values, key_field="id")
-    _configure_app(fo, dataset, len(targets))
+    if is_new:  # afterwards the App settings belong to the reviewers
+        _configure_app(fo, dataset, len(targets))
     _save_review_views(dataset)
     return PublishSummary(name, len(new_samples), len(updates), database_dir)
 
@@ -316,7 +324,8 @@ def _save_review_views(dataset: Any) -> None:
         ),
     }
     for name, (view, description) in views.items():
-        dataset.save_view(name, view, description=description, overwrite=True)
+        if not dataset.has_saved_view(name):  # never replace a view a reviewer edited
+            dataset.save_view(name, view, description=description)
 
 
 def published_samples(workspace: Workspace, config: ReviewConfig) -> list[dict[str, Any]]:

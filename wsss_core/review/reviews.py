@@ -93,6 +93,24 @@ def approved_mask_path(workspace: Workspace, image_id: str) -> Path:
     return workspace.root / "approved" / f"{image_id}.png"
 
 
+def published_mask_path(workspace: Workspace, image_id: str) -> Path:
+    return workspace.root / "review" / "published" / f"{image_id}.png"
+
+
+def publish_mask_copy(workspace: Workspace, image_id: str) -> Path:
+    """Copy ``masks/<id>.png`` to the published copy reviewers see (only when it changed)."""
+    source, target = workspace.mask_path(image_id), published_mask_path(workspace, image_id)
+    if not source.exists():
+        return target
+    data = source.read_bytes()
+    if not target.exists() or target.read_bytes() != data:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    return target
+
+
 def read_reviews(workspace: Workspace) -> list[ReviewEvent]:
     path = workspace.root / "reviews.parquet"
     if not path.exists():
@@ -135,7 +153,8 @@ def _append(workspace: Workspace, events: Sequence[ReviewEvent]) -> None:
 
 
 def _freeze_mask(workspace: Workspace, image_id: str) -> str | None:
-    source = workspace.mask_path(image_id)
+    """Freeze the mask the reviewer was shown (the published copy), not a newer one."""
+    source = published_mask_path(workspace, image_id)
     if not source.exists():
         return None
     target = approved_mask_path(workspace, image_id)
@@ -194,7 +213,11 @@ def record_reviews(
         approved=statuses.count(APPROVED),
         rejected=statuses.count(REJECTED),
         needs_fix=statuses.count(NEEDS_FIX),
-        label_corrections=sum(e.labels is not None for e in events),
+        label_corrections=sum(
+            e.labels is not None
+            and e.labels != latest.get(e.image_id, ReviewEvent(e.image_id, UNREVIEWED)).labels
+            for e in events
+        ),
     )
 
 
