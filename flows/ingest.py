@@ -11,6 +11,7 @@ from prefect import flow
 from flows.pseudo_label import load_config
 from tasks.ingest import ingest_source
 from wsss_core.data.sources import IngestOptions, IngestSummary
+from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 
 
@@ -34,11 +35,8 @@ def ingest_data(
         config_file: YAML config; its ``demo`` and ``review`` sections are used.
     """
     config = load_config(config_file)
-    return ingest_source(
-        Workspace(Path(workspace)),
-        source,
-        path,
-        options or IngestOptions(),
-        demo=config.demo,
-        review=config.review,
-    )
+    ws = Workspace(Path(workspace))
+    with workspace_lock(ws, f"{source} ingest"):
+        return ingest_source(
+            ws, source, path, options or IngestOptions(), demo=config.demo, review=config.review
+        )

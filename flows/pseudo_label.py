@@ -22,6 +22,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.report.run_report import RunSummary
 from wsss_core.stages.common import shard_count
 from wsss_core.stages.evaluate_stage import Evaluation
+from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 
 # Stage name -> its per-shard task, in pipeline order.
@@ -64,9 +65,16 @@ def pseudo_label(
         demo: generate the demo dataset and ingest it first.
         publish: publish the results to the FiftyOne review dataset.
     """
-    logger = get_run_logger()
     config = load_config(config_file)
     ws = Workspace(Path(workspace))
+    with workspace_lock(ws, "pseudo-label run"):
+        return _pseudo_label(ws, config, demo, publish)
+
+
+def _pseudo_label(
+    ws: Workspace, config: PipelineConfig, demo: bool, publish: bool
+) -> PipelineResult:
+    logger = get_run_logger()
     if demo:
         ingest_demo(ws, config.demo)
     ws.require_manifest()

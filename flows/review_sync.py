@@ -10,6 +10,7 @@ from prefect import flow
 from flows.pseudo_label import load_config
 from tasks.review import sync_reviews
 from wsss_core.review.reviews import SyncSummary
+from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 
 
@@ -19,4 +20,5 @@ def review_sync(workspace: str, config_file: str | None = None) -> SyncSummary |
     config = load_config(config_file)
     ws = Workspace(Path(workspace))
     ws.require_manifest()
-    return sync_reviews(ws, config.review)
+    with workspace_lock(ws, "review sync"):
+        return sync_reviews(ws, config.review)

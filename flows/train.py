@@ -14,6 +14,7 @@ from flows.pseudo_label import load_config
 from tasks.train import train as train_task
 from wsss_core.config import PipelineConfig
 from wsss_core.model.reuse import TrainOutcome
+from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 
 
@@ -64,4 +65,5 @@ def train(
     config = training_config(config_file, train_overrides, device)
     ws = Workspace(Path(workspace))
     ws.require_manifest()
-    return train_task(ws, config, resume=resume, force=force)
+    with workspace_lock(ws, "training"):
+        return train_task(ws, config, resume=resume, force=force)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from wsss_core.data.manifest import read_manifest
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import read_metadata
 from wsss_core.store.workspace import MAP_STAGES, Workspace
+
+# Unique per test process: two suites running at once must not share a dataset.
+DATASET = f"wsss-e2e-test-{os.getpid()}"
 
 TINY_CONFIG = {
     "shard_size": 10,
@@ -36,7 +40,7 @@ def pipeline_run(tmp_path_factory, prefect_harness, fiftyone_database_dir):
     root = tmp_path_factory.mktemp("e2e")
     config = {
         **TINY_CONFIG,
-        "review": {"database_dir": str(fiftyone_database_dir), "dataset_name": "wsss-e2e-test"},
+        "review": {"database_dir": str(fiftyone_database_dir), "dataset_name": DATASET},
     }
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -102,7 +106,7 @@ def test_fiftyone_dataset_holds_samples_with_masks(pipeline_run):
     from flows.pseudo_label import load_config
 
     samples = published_samples(workspace, load_config(str(config_path)).review)
-    assert result.dataset_name == "wsss-e2e-test"
+    assert result.dataset_name == DATASET
     assert len(samples) == 24
     for sample in samples:
         assert Path(sample["pseudo_mask"]).is_file()

@@ -223,10 +223,11 @@ def test_publish_writes_flags_and_the_label_suspects_view(
 
     from wsss_core.review.fiftyone_adapter import publish
 
-    config = ReviewConfig(database_dir=str(fiftyone_database_dir), dataset_name="wsss-curation")
+    name = f"wsss-curation-{os.getpid()}"  # unique per test process
+    config = ReviewConfig(database_dir=str(fiftyone_database_dir), dataset_name=name)
     summary = publish(workspace, config, shard_size=SHARD_SIZE)
     assert summary.added == len(IMAGES)
-    dataset = fo.load_dataset("wsss-curation")
+    dataset = fo.load_dataset(name)
     try:
         fields = dataset.values(["image_id", "label_suspects", "missing_label_candidates", "flags"])
         by_id = {i: (s, m, f) for i, s, m, f in zip(*fields, strict=True)}

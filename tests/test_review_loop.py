@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
 from wsss_core.review.reviews import approved_mask_path, latest_reviews
 from wsss_core.store.workspace import Workspace
+
+# Unique per test process: two suites running at once must not share a dataset.
+DATASET = f"wsss-review-loop-{os.getpid()}"
 
 CONFIG = {
     "shard_size": 6,
@@ -32,7 +36,7 @@ def _write_config(path: Path, database_dir: Path, **crf) -> str:
     config = {
         **CONFIG,
         "crf": crf,
-        "review": {"database_dir": str(database_dir), "dataset_name": "wsss-review-loop"},
+        "review": {"database_dir": str(database_dir), "dataset_name": DATASET},
     }
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -51,7 +55,7 @@ def reviewed(tmp_path_factory, prefect_harness, fiftyone_database_dir):
     workspace = Workspace(root / "ws")
     pseudo_label(workspace=str(workspace.root), config_file=config, demo=True)
 
-    dataset = fo.load_dataset("wsss-review-loop")
+    dataset = fo.load_dataset(DATASET)
     samples = {s.image_id: s for s in dataset}
     ids = sorted(samples)
     approved, rejected, needs_fix, corrected = ids[:4]
@@ -120,7 +124,7 @@ def test_rerun_keeps_tags_edits_and_the_frozen_mask(reviewed):
     result = pseudo_label(workspace=str(workspace.root), config_file=config)
     assert result.computed_shards["crf"] == 2
 
-    samples = {s.image_id: s for s in fo.load_dataset("wsss-review-loop")}
+    samples = {s.image_id: s for s in fo.load_dataset(DATASET)}
     assert "approved" in samples[approved].tags
     assert "rejected" in samples[reviewed["rejected"]].tags
     assert "needs-fix" in samples[reviewed["needs_fix"]].tags
@@ -181,7 +185,6 @@ def test_export_only_approved_and_never_rejected(reviewed, tmp_path):
 
 def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
     """A real browser opens the App: the dataset, its samples and mask fields are on the page."""
-    import os
     import shutil
     import subprocess
 
@@ -227,7 +230,7 @@ def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
         # machine (a blank shell page after ~2 s): a few tries, then the checks.
         for _ in range(3):
             dom = browse("--dump-dom")
-            if "wsss-review-loop" in dom and "digit_" in dom:
+            if DATASET in dom and "digit_" in dom:
                 break
         for _ in range(3):
             browse(f"--screenshot={screenshot}")
@@ -236,7 +239,7 @@ def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
                 break
     finally:
         session.close()
-    assert "wsss-review-loop" in dom
+    assert DATASET in dom
     for field in ("pseudo_mask", "ground_truth", "labels"):
         assert field in dom
     assert "digit_" in dom  # sample label chips in the grid
@@ -248,7 +251,7 @@ def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
 def test_saved_views_split_the_work(reviewed):
     import fiftyone as fo
 
-    dataset = fo.load_dataset("wsss-review-loop")
+    dataset = fo.load_dataset(DATASET)
     assert {"review-queue", "approved", "rejected", "needs-fix"} <= set(dataset.list_saved_views())
     queue = dataset.load_saved_view("review-queue")
     assert reviewed["approved"] not in queue.values("image_id")
@@ -265,7 +268,7 @@ def test_publish_never_overwrites_an_unsynced_label_edit(reviewed):
     from flows.pseudo_label import load_config
     from wsss_core.review.fiftyone_adapter import publish
 
-    dataset = fo.load_dataset("wsss-review-loop")
+    dataset = fo.load_dataset(DATASET)
     image_id = sorted(dataset.values("image_id"))[5]
     sample = dataset.match({"image_id": image_id}).first()
     sample["labels"] = fo.Classifications(
@@ -287,7 +290,7 @@ def test_classifier_scores_reach_the_curation_flags(reviewed):
     assert len(cams) == len(read_manifest(workspace))
     for cam in cams:
         assert len(cam.class_scores) == 10 and all(0 <= s <= 1 for s in cam.class_scores)
-    dataset = fo.load_dataset("wsss-review-loop")
+    dataset = fo.load_dataset(DATASET)
     ids, flags = dataset.values(["image_id", "flags"])
     assert all(isinstance(f, list) for f in flags)
     flagged = dataset.load_saved_view("label-suspects").values("image_id")
@@ -310,7 +313,7 @@ def test_undoing_a_label_correction_is_recorded(reviewed):
     assert latest_reviews(workspace)[image_id].labels != tuple(
         sorted(int(n.split("_")[1]) for n in source_names)
     )
-    dataset = fo.load_dataset("wsss-review-loop")
+    dataset = fo.load_dataset(DATASET)
     sample = dataset.match({"image_id": image_id}).first()
     sample["labels"] = fo.Classifications(
         classifications=[fo.Classification(label=n) for n in source_names]
