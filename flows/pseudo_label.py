@@ -57,7 +57,7 @@ def pseudo_label(
     demo: bool = False,
     publish: bool = True,
 ) -> PipelineResult:
-    """Turn image-level labels into reviewed-ready pseudo-masks for one workspace.
+    """Turn image-level labels into review-ready pseudo-masks for one workspace.
 
     Args:
         workspace: the workspace directory (created when ``demo`` is set).
