@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from flows.pseudo_label import load_config
 from tasks.train import train as train_task
-from wsss_core.config import PipelineConfig
+from wsss_core.config import PipelineConfig, describe_validation_error
 from wsss_core.model.reuse import TrainOutcome
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
@@ -35,11 +35,7 @@ def training_config(
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ValueError(f"invalid training option: {problems}") from None
+        raise ValueError(f"invalid training option: {describe_validation_error(error)}") from None
 
 
 @flow(name="train", persist_result=False)

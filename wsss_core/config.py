@@ -189,11 +189,15 @@ class PipelineConfig(_Section):
         try:
             return cls.model_validate(raw)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or 'config'}: {item['msg']}"
-                for item in error.errors()
-            )
-            raise ValueError(f"{path}: {problems}") from None
+            raise ValueError(f"{path}: {describe_validation_error(error)}") from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Pydantic's errors on one line: ``section.field: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'config'}: {item['msg']}"
+        for item in error.errors()
+    )
 
 
 # Which sections shape each stage's output, upstream included.

@@ -133,6 +133,7 @@ class LoadedClassifier:
 
 
 def file_hash(path: Path) -> str:
+    """Short content hash of a checkpoint: the ``model_hash`` in every map's lineage."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 

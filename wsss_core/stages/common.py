@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
+from wsss_core.model.checkpoint import file_hash
 from wsss_core.store.maps import Lineage, read_lineage
 from wsss_core.store.workspace import Workspace
 
@@ -37,7 +38,7 @@ def model_hash(workspace: Workspace) -> str:
     path = workspace.model_path
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model; run `wsss train` first")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_hash(path)  # the same hash load_checkpoint reports, so lineages agree
 
 
 def expected_lineage(
