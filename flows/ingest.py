@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.pseudo_label import load_config
 from tasks.ingest import ingest_source
+from wsss_core.config import load_config
 from wsss_core.data.sources import IngestOptions, IngestSummary
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace

@@ -5,28 +5,27 @@ parameter annotations at run time to validate and to build deployment schemas.
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow, get_run_logger, runtime, unmapped
+from prefect import flow, get_run_logger, runtime
+from prefect.states import Failed, State
 
+from flows.label import LabelResult, label_with_runner, sweep_leftovers
+from flows.runners import RunnerOptions
 from tasks.evaluate import evaluate
-from tasks.ingest import ingest_demo
-from tasks.maps import cam_shard, crf_shard, grow_shard, seeds_shard
+from tasks.ingest import ingest_demo, reingest_source
 from tasks.publish import publish_review
 from tasks.report import report
 from tasks.review import sync_reviews
 from tasks.train import train
-from wsss_core.config import PipelineConfig
+from wsss_core.config import PipelineConfig, load_config
 from wsss_core.report.run_report import RunSummary
-from wsss_core.stages.common import shard_count
+from wsss_core.stages.common import ShardFailure
 from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
-
-# Stage name -> its per-shard task, in pipeline order.
-MAP_STAGE_TASKS = {"cam": cam_shard, "seeds": seeds_shard, "grown": grow_shard, "crf": crf_shard}
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,9 @@ class PipelineResult:
     dataset_name: str | None
     computed_shards: dict[str, int]
     report_path: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failures: tuple[ShardFailure, ...] = ()
+    computed_images: dict[str, int] = field(default_factory=dict)
 
 
 def new_run_id() -> str:
@@ -46,17 +48,16 @@ def new_run_id() -> str:
     return f"{stamp}-{str(runtime.flow_run.id or 'local')[:8]}"
 
 
-def load_config(config_file: str | None) -> PipelineConfig:
-    return PipelineConfig.from_yaml(Path(config_file)) if config_file else PipelineConfig()
-
-
 @flow(name="pseudo-label", persist_result=False)
 def pseudo_label(
     workspace: str,
     config_file: str | None = None,
     demo: bool = False,
     publish: bool = True,
-) -> PipelineResult:
+    refresh: bool = False,
+    retrain: bool = False,
+    runner: RunnerOptions | None = None,
+) -> PipelineResult | State:
     """Turn image-level labels into review-ready pseudo-masks for one workspace.
 
     Args:
@@ -64,19 +65,35 @@ def pseudo_label(
         config_file: YAML with any subset of the config sections; defaults otherwise.
         demo: generate the demo dataset and ingest it first.
         publish: publish the results to the FiftyOne review dataset.
+        refresh: read the workspace's source again first, so images added since
+            the last run are picked up (what the nightly deployment does).
+        retrain: retrain when the labelled training images changed since the
+            classifier was trained. Off by default: the current classifier is
+            kept and only new or changed images get maps.
+        runner: where the per-shard tasks run (threads by default; Dask).
     """
     config = load_config(config_file)
     ws = Workspace(Path(workspace))
     with workspace_lock(ws, "pseudo-label run"):
-        return _pseudo_label(ws, config, demo, publish)
+        return _pseudo_label(ws, config, config_file, demo, publish, refresh, retrain, runner)
 
 
 def _pseudo_label(
-    ws: Workspace, config: PipelineConfig, demo: bool, publish: bool
-) -> PipelineResult:
+    ws: Workspace,
+    config: PipelineConfig,
+    config_file: str | None,
+    demo: bool,
+    publish: bool,
+    refresh: bool,
+    retrain: bool,
+    runner: RunnerOptions | None,
+) -> PipelineResult | State:
     logger = get_run_logger()
+    sweep_leftovers(ws)
     if demo:
         ingest_demo(ws, config.demo)
+    elif refresh:
+        reingest_source(ws, config.demo, config.review)
     ws.require_manifest()
     if publish:
         # Reviewers' edits first: corrected labels feed this run, tags are never lost.
@@ -84,35 +101,57 @@ def _pseudo_label(
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    training = train(ws, config)
+    training = train(ws, config, keep_current=not retrain)
     seconds["train"] = time.perf_counter() - started
-    shards = list(range(shard_count(ws, config)))
-    computed: dict[str, int] = {}
-    for stage, stage_task in MAP_STAGE_TASKS.items():
+    labelled = _run_label(ws, config_file, runner)
+    seconds.update(labelled.stage_seconds)
+
+    evaluation, dataset_name = None, None
+    if labelled.failures:
+        logger.error("evaluation and publishing skipped: " + labelled.failure_message())
+    else:
         started = time.perf_counter()
-        outcomes = stage_task.map(unmapped(ws), unmapped(config), shards).result()
-        computed[stage] = sum(outcome.computed for outcome in outcomes)
-        seconds[stage] = time.perf_counter() - started
-    started = time.perf_counter()
-    evaluation = evaluate(ws, config)
-    seconds["evaluate"] = time.perf_counter() - started
-    dataset_name = None
-    if publish:
-        started = time.perf_counter()
-        sync_reviews(ws, config.review)  # edits made while this run computed
-        dataset_name = publish_review(ws, config).dataset_name
-        seconds["publish"] = time.perf_counter() - started
+        evaluation = evaluate(ws, config, training.model_hash)
+        seconds["evaluate"] = time.perf_counter() - started
+        if publish:
+            started = time.perf_counter()
+            sync_reviews(ws, config.review)  # edits made while this run computed
+            dataset_name = publish_review(ws, config).dataset_name
+            seconds["publish"] = time.perf_counter() - started
     summary = RunSummary(
-        new_run_id(), training.val_map, training.trained, seconds, computed, evaluation
+        new_run_id(),
+        training.val_map,
+        training.trained,
+        seconds,
+        labelled.computed_shards,
+        evaluation,
+        labelled.failures,
+        labelled.computed_images,
     )
     written = report(ws, config, summary)
-    logger.info(f"done: {len(shards)} shard(s), recomputed {computed}")
-    return PipelineResult(
+    result = PipelineResult(
         str(ws.root),
         training.val_map,
         training.trained,
         evaluation,
         dataset_name,
-        computed,
+        labelled.computed_shards,
         str(written.directory / "report.md"),
+        seconds,
+        labelled.failures,
+        labelled.computed_images,
     )
+    if labelled.failures:
+        return Failed(message=labelled.failure_message(), data=result)
+    return result
+
+
+def _run_label(ws: Workspace, config_file: str | None, runner: RunnerOptions | None) -> LabelResult:
+    """The label flow as a sub-flow on the chosen runner; its result even when shards failed."""
+    state = label_with_runner(runner)(
+        workspace=str(ws.root), config_file=config_file, return_state=True
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result  # the flow itself broke (not one shard): nothing to carry on with
+    return result

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.pseudo_label import load_config
 from tasks.review import sync_reviews
+from wsss_core.config import load_config
 from wsss_core.review.reviews import SyncSummary
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace

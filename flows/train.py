@@ -10,9 +10,8 @@ from typing import Any
 from prefect import flow
 from pydantic import ValidationError
 
-from flows.pseudo_label import load_config
 from tasks.train import train as train_task
-from wsss_core.config import PipelineConfig, describe_validation_error
+from wsss_core.config import PipelineConfig, describe_validation_error, load_config
 from wsss_core.model.reuse import TrainOutcome
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace

@@ -12,13 +12,20 @@ from wsss_core.store.workspace import Workspace
 
 
 @task(name="evaluate", **TASK_DEFAULTS)
-def evaluate(workspace: Workspace, config: PipelineConfig) -> Evaluation | None:
+def evaluate(
+    workspace: Workspace, config: PipelineConfig, model_hash: str | None = None
+) -> Evaluation | None:
     logger = get_run_logger()
-    evaluation = evaluate_workspace(workspace, config)
+    evaluation = evaluate_workspace(workspace, config, model_hash)
     if evaluation is None:
         logger.info("no ground truth in this workspace; evaluation skipped")
         return None
     logger.info(f"mIoU over {evaluation.images} images\n{evaluation.table()}")
+    if evaluation.pending_shards:
+        logger.warning(
+            f"{evaluation.pending_shards} shard(s) not scored: their maps are missing or "
+            "out of date (see `wsss status`)"
+        )
     create_table_artifact(
         key="miou-per-stage",
         table=[

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from tasks._runtime import TASK_DEFAULTS
 from wsss_core.config import DemoConfig, ReviewConfig
 from wsss_core.data.folder_source import ingest_folder
-from wsss_core.data.ingest import ingest
+from wsss_core.data.ingest import ingest, reingest
 from wsss_core.data.sources import IngestOptions, IngestSummary
 from wsss_core.review.reviews import apply_label_corrections
 from wsss_core.store.workspace import Workspace
@@ -31,6 +31,12 @@ def ingest_demo(workspace: Workspace, demo: DemoConfig) -> IngestSummary:
     """Generate the demo dataset under ``<workspace>/demo-source`` and ingest it."""
     summary = ingest("demo", workspace.root / "demo-source", workspace, demo=demo)
     return _finish(workspace, summary)
+
+
+@task(name="reingest", retries=1, **TASK_DEFAULTS)
+def reingest_source(workspace: Workspace, demo: DemoConfig, review: ReviewConfig) -> IngestSummary:
+    """Read the workspace's recorded source again: picks up images added since the last run."""
+    return _finish(workspace, reingest(workspace, demo=demo, review=review))
 
 
 @task(name="ingest-source", retries=0, **TASK_DEFAULTS)

@@ -1,4 +1,8 @@
-"""Tasks: the per-shard map stages (cam, seeds, grown, crf), each mapped over shards."""
+"""Tasks: the per-shard map stages (cam, seeds, grown, crf), each mapped over shards.
+
+``model_hash`` is the classifier checkpoint's hash, taken once per run by the
+flow; it is part of every output's lineage.
+"""
 
 from __future__ import annotations
 
@@ -30,20 +34,28 @@ def _report(outcome: ShardOutcome) -> ShardOutcome:
 
 
 @task(name="cam-shard", retries=1, **TASK_DEFAULTS)
-def cam_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_cam_shard(workspace, config, shard_index, _progress()))
+def cam_shard(
+    workspace: Workspace, config: PipelineConfig, shard_index: int, model_hash: str
+) -> ShardOutcome:
+    return _report(run_cam_shard(workspace, config, shard_index, _progress(), model_hash))
 
 
 @task(name="seeds-shard", retries=1, **TASK_DEFAULTS)
-def seeds_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_seeds_shard(workspace, config, shard_index, _progress()))
+def seeds_shard(
+    workspace: Workspace, config: PipelineConfig, shard_index: int, model_hash: str
+) -> ShardOutcome:
+    return _report(run_seeds_shard(workspace, config, shard_index, _progress(), model_hash))
 
 
 @task(name="grow-shard", retries=1, **TASK_DEFAULTS)
-def grow_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_grow_shard(workspace, config, shard_index, _progress()))
+def grow_shard(
+    workspace: Workspace, config: PipelineConfig, shard_index: int, model_hash: str
+) -> ShardOutcome:
+    return _report(run_grow_shard(workspace, config, shard_index, _progress(), model_hash))
 
 
 @task(name="crf-shard", retries=1, **TASK_DEFAULTS)
-def crf_shard(workspace: Workspace, config: PipelineConfig, shard_index: int) -> ShardOutcome:
-    return _report(run_crf_shard(workspace, config, shard_index, _progress()))
+def crf_shard(
+    workspace: Workspace, config: PipelineConfig, shard_index: int, model_hash: str
+) -> ShardOutcome:
+    return _report(run_crf_shard(workspace, config, shard_index, _progress(), model_hash))

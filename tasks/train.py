@@ -17,15 +17,22 @@ def train(
     config: PipelineConfig,
     resume: bool | None = None,
     force: bool = False,
+    keep_current: bool = False,
 ) -> TrainOutcome:
-    """``resume``: None continues a matching interrupted run, True requires one, False never."""
+    """``resume``: None continues a matching interrupted run, True requires one, False never.
+
+    ``keep_current``: reuse a finished classifier of the same train config and
+    classes even when the training images changed since (scheduled runs).
+    """
     logger = get_run_logger()
 
     def log(message: str) -> None:
         logger.info(message)
         tqdm.write(message)  # per-epoch metrics on the console too, between progress bars
 
-    outcome = train_or_reuse(workspace, config, log=log, force=force, resume=resume)
+    outcome = train_or_reuse(
+        workspace, config, log=log, force=force, resume=resume, keep_current=keep_current
+    )
     verb = "trained" if outcome.trained else "reused"
     logger.info(f"classifier {verb}: validation mAP {outcome.val_map:.4f}")
     return outcome

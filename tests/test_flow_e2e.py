@@ -103,7 +103,7 @@ def test_fiftyone_dataset_holds_samples_with_masks(pipeline_run):
     from wsss_core.review.fiftyone_adapter import published_samples
 
     workspace, config_path, result = pipeline_run
-    from flows.pseudo_label import load_config
+    from wsss_core.config import load_config
 
     samples = published_samples(workspace, load_config(str(config_path)).review)
     assert result.dataset_name == DATASET

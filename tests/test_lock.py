@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
 from wsss_core.data.manifest import write_manifest
 from wsss_core.store.lock import WorkspaceLocked, workspace_lock
 from wsss_core.store.workspace import Workspace
 
+_HOLDER = """
+import sys
+from pathlib import Path
+from wsss_core.store.lock import workspace_lock
+from wsss_core.store.workspace import Workspace
+with workspace_lock(Workspace(Path(sys.argv[1])), sys.argv[2]):
+    print("locked", flush=True)
+    sys.stdin.readline()  # hold until the test closes our stdin
+"""
+
+
+@contextmanager
+def held_by_another_process(workspace: Workspace, purpose: str) -> Iterator[None]:
+    """Another process holds the workspace lock for the duration."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(workspace.root), purpose],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
 
 def test_second_holder_is_refused_and_the_lock_is_released(tmp_path):
     workspace = Workspace(tmp_path / "ws")
     with (
-        workspace_lock(workspace, "first run"),
+        held_by_another_process(workspace, "first run"),
         pytest.raises(WorkspaceLocked, match=r"in use \(first run, pid"),
         workspace_lock(workspace, "second run"),
     ):
@@ -21,12 +55,21 @@ def test_second_holder_is_refused_and_the_lock_is_released(tmp_path):
         pass
 
 
+def test_the_holding_process_may_reenter_and_releases_on_the_last_exit(tmp_path):
+    workspace = Workspace(tmp_path / "ws")
+    with workspace_lock(workspace, "run"), workspace_lock(workspace, "sub-flow"):
+        pass
+    # Released: another process can take it now.
+    with held_by_another_process(workspace, "next run"):
+        pass
+
+
 def test_a_run_on_a_locked_workspace_is_a_one_line_error(tmp_path, capsys, prefect_harness):
     from wsss_cli.main import main
 
     workspace = Workspace(tmp_path / "ws")
     write_manifest(workspace, [], ["cat"], {"kind": "test"})
-    with workspace_lock(workspace, "scheduled run"):
+    with held_by_another_process(workspace, "scheduled run"):
         code = main(["run", "--workspace", str(workspace.root), "--no-publish"])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]

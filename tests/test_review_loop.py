@@ -190,7 +190,7 @@ def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
 
     from PIL import Image
 
-    from flows.pseudo_label import load_config
+    from wsss_core.config import load_config
     from wsss_core.review.fiftyone_adapter import app_url, start_app
 
     chromium = shutil.which("chromium")
@@ -265,7 +265,7 @@ def test_saved_views_split_the_work(reviewed):
 def test_publish_never_overwrites_an_unsynced_label_edit(reviewed):
     import fiftyone as fo
 
-    from flows.pseudo_label import load_config
+    from wsss_core.config import load_config
     from wsss_core.review.fiftyone_adapter import publish
 
     dataset = fo.load_dataset(DATASET)
@@ -300,8 +300,8 @@ def test_classifier_scores_reach_the_curation_flags(reviewed):
 def test_undoing_a_label_correction_is_recorded(reviewed):
     import fiftyone as fo
 
-    from flows.pseudo_label import load_config
     from flows.review_sync import review_sync
+    from wsss_core.config import load_config
     from wsss_core.review.fiftyone_adapter import publish
 
     workspace, image_id = reviewed["workspace"], reviewed["corrected"]

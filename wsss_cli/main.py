@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from wsss_cli.commands import COMMANDS
+from wsss_cli.flow_calls import UsageError
 
 
 def _quiet_offline_defaults(debug: bool) -> None:
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_offline_defaults(args.debug)
     try:
         return args.handler(args)
+    except UsageError as error:
+        print(f"wsss {args.command}: usage error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1

@@ -192,6 +192,11 @@ class PipelineConfig(_Section):
             raise ValueError(f"{path}: {describe_validation_error(error)}") from None
 
 
+def load_config(path: str | Path | None) -> PipelineConfig:
+    """The YAML file's config over the defaults; the defaults when ``path`` is None."""
+    return PipelineConfig.from_yaml(Path(path)) if path else PipelineConfig()
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """Pydantic's errors on one line: ``section.field: message; ...``."""
     return "; ".join(

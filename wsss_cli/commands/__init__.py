@@ -7,13 +7,17 @@ class in ``COMMANDS`` (the order of `wsss --help`).
 
 from __future__ import annotations
 
-from wsss_cli.commands import export, ingest, pipeline, review, train
+from wsss_cli.commands import config, export, ingest, pipeline, review, status, train
 
 COMMANDS = (
     pipeline.Demo,
     ingest.Ingest,
     train.Train,
     pipeline.Run,
+    pipeline.Label,
+    pipeline.Eval,
+    status.Status,
     review.Review,
     export.Export,
+    config.Config,
 )

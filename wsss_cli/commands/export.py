@@ -28,7 +28,7 @@ class Export:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from flows.pseudo_label import load_config
+        from wsss_core.config import load_config
         from wsss_core.export.voc import export_voc
         from wsss_core.store.workspace import Workspace
 

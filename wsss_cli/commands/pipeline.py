@@ -1,21 +1,66 @@
-"""`wsss demo` and `wsss run`: the whole pipeline as one Prefect flow run."""
+"""`wsss demo`, `wsss run`, `wsss label` and `wsss eval`: the pipeline, whole or in parts."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from wsss_cli.flow_calls import add_runner_arguments, call_flow, runner_options
 
 DEFAULT_DEMO_WORKSPACE = "demo-workspace"
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_workspace(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    if default:
+        parser.add_argument("--workspace", default=default, help="workspace directory")
+    else:
+        parser.add_argument("--workspace", required=True, help="workspace directory")
     parser.add_argument("--config", help="YAML config file (any subset of sections)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-publish", action="store_true", help="skip the FiftyOne publish")
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain when labelled training images changed since the classifier was trained "
+        "(default: keep it, so new images only get maps)",
+    )
+    add_runner_arguments(parser)
 
 
-def _print_result(result) -> None:
+def _config_file(args: argparse.Namespace) -> str | None:
+    """The config path made absolute, after validating the file (fail before any work)."""
+    from wsss_core.config import load_config
+
+    config_file = str(Path(args.config).resolve()) if args.config else None
+    load_config(config_file)
+    return config_file
+
+
+def _print_stage_counts(result) -> None:
+    computed = ", ".join(
+        f"{stage} {shards} ({result.computed_images.get(stage, 0)} images)"
+        for stage, shards in result.computed_shards.items()
+    )
+    print(f"shards recomputed: {computed}")
+
+
+def _print_failures(state, result) -> int:
+    """One line per failed shard on stderr; the exit code."""
+    if not state.is_failed():
+        return 0
+    for failure in result.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    print(f"error: {state.message}", file=sys.stderr)
+    return 1
+
+
+def _print_pipeline_result(result) -> None:
     verb = "trained" if result.trained else "reused"
     print(f"classifier: validation mAP {result.val_map:.4f} ({verb})")
+    _print_stage_counts(result)
     if result.evaluation is not None:
         print(f"\nmIoU per stage over {result.evaluation.images} images with ground truth:")
         print(result.evaluation.table())
@@ -26,25 +71,32 @@ def _print_result(result) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
-    from flows.pseudo_label import load_config, pseudo_label
+    from flows.pseudo_label import pseudo_label
+    from wsss_core.config import load_config
     from wsss_core.store.workspace import Workspace
 
-    config_file = str(Path(args.config).resolve()) if args.config else None
-    config = load_config(config_file)  # validate before starting anything
+    runner = runner_options(args)
+    config_file = _config_file(args)
+    config = load_config(config_file)
     if not args.no_publish and config.review.database_uri:
         from wsss_core.review.fiftyone_adapter import check_database
 
         check_database(config.review.database_uri)  # fail in seconds, before any work
     if not demo:
         Workspace(Path(args.workspace)).require_manifest()
-    result = pseudo_label(
+    state, result = call_flow(
+        pseudo_label,
+        dask=runner is not None and runner.kind == "dask",
         workspace=str(Path(args.workspace).resolve()),
         config_file=config_file,
         demo=demo,
         publish=not args.no_publish,
+        refresh=getattr(args, "refresh", False),
+        retrain=args.retrain,
+        runner=runner,
     )
-    _print_result(result)
-    return 0
+    _print_pipeline_result(result)
+    return _print_failures(state, result)
 
 
 class Demo:
@@ -53,10 +105,8 @@ class Demo:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--workspace", default=DEFAULT_DEMO_WORKSPACE, help="workspace directory"
-        )
-        _add_common(parser)
+        _add_workspace(parser, default=DEFAULT_DEMO_WORKSPACE)
+        _add_run_options(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -69,9 +119,72 @@ class Run:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--workspace", required=True, help="workspace directory")
-        _add_common(parser)
+        _add_workspace(parser)
+        parser.add_argument(
+            "--refresh",
+            action="store_true",
+            help="read the workspace's source again first (picks up added images)",
+        )
+        _add_run_options(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         return _run_pipeline(args, demo=False)
+
+
+class Label:
+    NAME = "label"
+    HELP = "compute cam, seeds, grown and crf maps with the workspace's current classifier"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        _add_workspace(parser)
+        add_runner_arguments(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from flows.label import label_with_runner
+        from wsss_core.store.workspace import Workspace
+
+        runner = runner_options(args)
+        config_file = _config_file(args)
+        Workspace(Path(args.workspace)).require_manifest()
+        state, result = call_flow(
+            label_with_runner(runner),
+            dask=runner is not None and runner.kind == "dask",
+            workspace=str(Path(args.workspace).resolve()),
+            config_file=config_file,
+        )
+        _print_stage_counts(result)
+        return _print_failures(state, result)
+
+
+class Eval:
+    NAME = "eval"
+    HELP = "mIoU per stage against the ground truth (up-to-date shards only)"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        _add_workspace(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from flows.evaluate import evaluate
+        from wsss_core.store.workspace import Workspace
+
+        config_file = _config_file(args)
+        Workspace(Path(args.workspace)).require_manifest()
+        _, evaluation = call_flow(
+            evaluate, workspace=str(Path(args.workspace).resolve()), config_file=config_file
+        )
+        if evaluation is None:
+            print("no image of this workspace has ground truth: nothing to evaluate")
+            return 0
+        print(f"mIoU per stage over {evaluation.images} images with ground truth:")
+        print(evaluation.table())
+        if evaluation.pending_shards:
+            print(
+                f"\n{evaluation.pending_shards} shard(s) left out: their maps are missing or "
+                "out of date; run `wsss label` (or `wsss run`) first"
+            )
+        return 0

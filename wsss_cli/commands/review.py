@@ -28,7 +28,7 @@ class Review:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from flows.pseudo_label import load_config
+        from wsss_core.config import load_config
 
         config = load_config(args.config).review
         if config.database_uri:

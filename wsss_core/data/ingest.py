@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from wsss_core.config import DemoConfig, ReviewConfig
@@ -26,7 +27,13 @@ from wsss_core.data.manifest import (
     write_quarantine,
 )
 from wsss_core.data.merge import merge_rows, remap_labels
-from wsss_core.data.sources import IngestOptions, IngestSummary, SourceItem, SourceScan
+from wsss_core.data.sources import (
+    SOURCE_KINDS,
+    IngestOptions,
+    IngestSummary,
+    SourceItem,
+    SourceScan,
+)
 from wsss_core.data.validation import (
     DUPLICATE_ID,
     MALFORMED_ANNOTATION,
@@ -82,7 +89,30 @@ def ingest(
         options = options.model_copy(update={"replace": True})
     else:
         raise ValueError(f"unknown source {kind!r}; expected voc, coco, folder, fiftyone or demo")
+    # Recorded in the manifest so a scheduled run can read the same source again.
+    where = str(path) if kind == "fiftyone" else str(Path(path or scan.root).resolve())
+    replay = options.model_dump_json(exclude_defaults=True, exclude={"replace"})
+    scan = replace(scan, info={**scan.info, "ingest_path": where, "ingest_options": replay})
     return ingest_scan(scan, workspace, options)
+
+
+def reingest(
+    workspace: Workspace, demo: DemoConfig | None = None, review: ReviewConfig | None = None
+) -> IngestSummary:
+    """Read the workspace's source again with the options of its last ingest.
+
+    New images are appended (existing shards keep theirs), changed ones are
+    re-validated, vanished ones marked removed: what a scheduled run does first.
+    """
+    manifest = read_manifest(workspace)
+    kind, path = manifest.source.get("kind"), manifest.source.get("ingest_path")
+    if kind not in SOURCE_KINDS or not path:
+        raise ValueError(
+            f"{workspace.manifest_path}: no recorded source to read again "
+            f"(kind {kind!r}); run `wsss ingest` once with this version"
+        )
+    options = IngestOptions.model_validate_json(manifest.source.get("ingest_options") or "{}")
+    return ingest(kind, path, workspace, options, demo=demo, review=review)
 
 
 def _previous_manifest(workspace: Workspace, scan: SourceScan, replace: bool) -> Manifest | None:

@@ -50,6 +50,8 @@ STATUS_QUARANTINED = "quarantined"
 # Rows every stage processes (unlabeled images get maps too; training skips them).
 USABLE_STATUSES = frozenset({STATUS_OK, STATUS_UNLABELED})
 STATUSES = (STATUS_OK, STATUS_UNLABELED, STATUS_REMOVED, STATUS_QUARANTINED)
+# The splits the classifier learns from (train) and is selected on (val).
+TRAINING_SPLITS = frozenset({"train", "val"})
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -140,6 +142,21 @@ class Manifest:
 
     def by_id(self) -> dict[str, ImageRecord]:
         return {record.image_id: record for record in self.records}
+
+    @property
+    def training_hash(self) -> str:
+        """Hash of what training sees: the class list and the labelled train/val rows.
+
+        Images added to other splits, or without labels, leave it unchanged, so
+        they never make a trained classifier look out of date.
+        """
+        digest = hashlib.sha256("\n".join(self.class_names).encode())
+        for record in self.records:
+            if record.split in TRAINING_SPLITS and record.labels:
+                digest.update(
+                    f"{record.image_id}|{record.sha256}|{record.labels}|{record.split}".encode()
+                )
+        return digest.hexdigest()[:16]
 
 
 def file_sha256(path: Path) -> str:

@@ -6,7 +6,11 @@ Decision order for a workspace (``models/``):
 2. ``resume=True``: continue ``last.pt`` (a clear error when there is none or
    it belongs to other classes, data or config).
 3. ``classifier.pt`` finished with the same lineage (train config hash +
-   manifest content hash): reuse it.
+   training data hash, :attr:`Manifest.training_hash`): reuse it.
+3b. ``keep_current=True`` (what scheduled pipeline runs use): a finished
+   ``classifier.pt`` with the same train config and classes is reused even
+   though labelled training images were added or changed since, so new images
+   only cost their own maps. Retraining on them is then an explicit choice.
 4. ``resume=None`` (the default) and ``last.pt`` is an unfinished run with the
    same lineage: continue it, since its result is the one a fresh run would give.
 5. Otherwise train from scratch.
@@ -43,6 +47,7 @@ class TrainOutcome:
     epochs: int = 0
     resumed_from: int = 0  # epochs finished before this call (0: fresh run)
     class_names: tuple[str, ...] = ()
+    data_changed: bool = False  # reused although the training images changed since
     per_class_ap: tuple[float, ...] = ()
     image_size: int = 0
     backbone: str = ""
@@ -76,6 +81,7 @@ def train_or_reuse(
     force: bool = False,
     resume: bool | None = None,
     stop_after_epoch: int | None = None,
+    keep_current: bool = False,
 ) -> TrainOutcome:
     """Reuse, resume or train ``models/classifier.pt`` (see the module docstring)."""
     if force and resume:
@@ -84,15 +90,32 @@ def train_or_reuse(
     paths = TrainingPaths.in_dir(workspace.models_dir)
     lineage = {
         "config_hash": stage_config_hash(config, "train"),
-        "manifest_hash": manifest.content_hash,
+        "training_data_hash": manifest.training_hash,
     }
     if not force and not resume and paths.best.exists():
         current = load_checkpoint(paths.best)
-        if current.lineage == lineage and current.complete:
+        data_changed = current.lineage.get("training_data_hash") != lineage["training_data_hash"]
+        reusable = current.complete and (
+            current.lineage == lineage
+            or (
+                keep_current
+                and current.lineage.get("config_hash") == lineage["config_hash"]
+                and tuple(current.class_names) == tuple(manifest.class_names)
+            )
+        )
+        if reusable:
             check_class_names(current.class_names, manifest.class_names, paths.best)
-            log(f"classifier up to date, reused: {paths.best}")
+            if data_changed:
+                log(
+                    "the labelled training images changed since the classifier was trained; "
+                    f"reusing it, so only new or changed images get maps: {paths.best} "
+                    "(retrain to learn from them)"
+                )
+            else:
+                log(f"classifier up to date, reused: {paths.best}")
             return TrainOutcome(
                 trained=False,
+                data_changed=data_changed,
                 val_map=current.val_map,
                 model_hash=current.file_hash,
                 best_epoch=int(current.metrics.get("epoch", 0)),

@@ -315,11 +315,11 @@ def _check_resumable(
         path,
         "; the manifest changed since that run: train without --resume",
     )
-    stored_manifest = state.get("manifest_hash", "")
-    if stored_manifest and manifest.content_hash and stored_manifest != manifest.content_hash:
+    stored_data = state.get("training_data_hash", "")
+    if stored_data and stored_data != manifest.training_hash:
         raise ValueError(
-            f"{path}: the manifest changed since that run (different images, labels or "
-            "splits); train without --resume"
+            f"{path}: the training images changed since that run (different images, labels "
+            "or splits); train without --resume"
         )
     requested, stored = _requested(config), state["requested_config"]
     if requested != stored:
@@ -348,7 +348,7 @@ def _save_training_state(
             "config": config.model_dump(mode="json"),
             "requested_config": requested,
             "lineage": dict(lineage),
-            "manifest_hash": manifest.content_hash,
+            "training_data_hash": manifest.training_hash,
             "epoch": len(run.history),
             "epochs": config.epochs,
             "state_dict": cpu_state_dict(run.model),

@@ -12,6 +12,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, load_rgb
 from wsss_core.data.manifest import read_manifest, read_quarantine
 from wsss_core.report.figures import StagePanels, save_iou_bars, save_stage_overlays
+from wsss_core.stages.common import ShardFailure
 from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
@@ -27,6 +28,8 @@ class RunSummary:
     stage_seconds: dict[str, float]
     computed_shards: dict[str, int]
     evaluation: Evaluation | None = None
+    failures: tuple[ShardFailure, ...] = ()
+    computed_images: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class RunReport:
 
 def _sample_panels(workspace: Workspace, config: PipelineConfig, count: int) -> list[StagePanels]:
     """The first ``count`` images of shard 0 that have at least one label."""
+    stages = ("cam", *LABEL_STAGES)
+    if not all(workspace.shard_path(stage, 0).exists() for stage in stages):
+        return []  # shard 0 failed or is empty: the report has no overlay figure
     records = read_manifest(workspace).by_id()
     cams = [c for c in read_cam_shard(workspace.shard_path("cam", 0)) if c.class_ids][:count]
     labels = {
@@ -69,12 +75,28 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
         "",
         "## Stages",
         "",
-        "| stage | shards recomputed | seconds |",
-        "| --- | ---: | ---: |",
+        "| stage | shards recomputed | images computed | seconds |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for stage, seconds in summary.stage_seconds.items():
         recomputed = summary.computed_shards.get(stage, "")
-        lines.append(f"| {stage} | {recomputed} | {seconds:.1f} |")
+        images = summary.computed_images.get(stage, "")
+        lines.append(f"| {stage} | {recomputed} | {images} | {seconds:.1f} |")
+    if summary.failures:
+        lines += [
+            "",
+            f"## Failed shards ({len(summary.failures)})",
+            "",
+            "Their images are missing from later stages; the other shards' results are "
+            "saved. Re-run to retry them.",
+            "",
+            "| stage | shard | error |",
+            "| --- | ---: | --- |",
+        ]
+        lines += [
+            f"| {f.stage} | {f.shard_index} | {f.error.replace('|', '/')} |"
+            for f in summary.failures
+        ]
     if summary.evaluation is not None:
         lines += [
             "",

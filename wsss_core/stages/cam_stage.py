@@ -21,8 +21,14 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.training import LoadedClassifier, load_checkpoint, to_tensor
-from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
-from wsss_core.store.maps import CamRecord, cam_shard_has_class_scores, write_cam_shard
+from wsss_core.stages.common import (
+    ShardOutcome,
+    expected_lineage,
+    input_hashes,
+    output_is_current,
+    shard_records,
+)
+from wsss_core.store.maps import CamRecord, reusable_rows, write_cam_shard
 from wsss_core.store.workspace import Workspace
 
 
@@ -106,22 +112,39 @@ def compute_cams(
 
 
 def run_cam_shard(
-    workspace: Workspace, config: PipelineConfig, shard_index: int, show_progress: bool = False
+    workspace: Workspace,
+    config: PipelineConfig,
+    shard_index: int,
+    show_progress: bool = False,
+    model_hash: str | None = None,
 ) -> ShardOutcome:
-    """Write ``maps/cam/part-<shard>.parquet`` unless an up-to-date one exists."""
+    """Write ``maps/cam/part-<shard>.parquet`` unless an up-to-date one exists.
+
+    ``model_hash``: the checkpoint's hash when the caller has it, so an
+    up-to-date shard is skipped without loading the model.
+    """
     started = time.perf_counter()
     manifest, records = shard_records(workspace, config, shard_index)
+    path = workspace.shard_path("cam", shard_index)
+
+    def up_to_date(model: str) -> bool:
+        lineage = expected_lineage(config, "cam", model, records)
+        return output_is_current("cam", path, lineage)
+
+    if model_hash is not None and up_to_date(model_hash):
+        return ShardOutcome("cam", shard_index, len(records), computed=False)
     classifier = load_checkpoint(
         workspace.model_path, config.device, class_names=manifest.class_names
     )
-    lineage = expected_lineage(config, "cam", classifier.file_hash, records)
-    path = workspace.shard_path("cam", shard_index)
-    # Shards from before the class_scores column are recomputed once to gain it.
-    if is_fresh(path, lineage) and cam_shard_has_class_scores(path):
+    if model_hash is None and up_to_date(classifier.file_hash):
         return ShardOutcome("cam", shard_index, len(records), computed=False)
+    lineage = expected_lineage(config, "cam", classifier.file_hash, records)
+    inputs = input_hashes(records)
+    reused = reusable_rows(path, lineage, inputs)
+    kept = set(reused["image_id"].to_pylist()) if reused is not None else set()
+    todo = [record for record in records if record.image_id not in kept]
     device = next(classifier.model.parameters()).device
-    cams = compute_cams(
-        classifier, records, config, device, show_progress, label=f"cam {shard_index}"
-    )
-    write_cam_shard(path, cams, lineage, stride=config.cam.store_stride)
-    return ShardOutcome("cam", shard_index, len(records), True, time.perf_counter() - started)
+    cams = compute_cams(classifier, todo, config, device, show_progress, label=f"cam {shard_index}")
+    write_cam_shard(path, cams, lineage, config.cam.store_stride, inputs, reused)
+    seconds = time.perf_counter() - started
+    return ShardOutcome("cam", shard_index, len(records), True, seconds, len(todo))

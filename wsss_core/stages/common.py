@@ -10,7 +10,7 @@ from pathlib import Path
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
 from wsss_core.model.checkpoint import file_hash
-from wsss_core.store.maps import Lineage, read_lineage
+from wsss_core.store.maps import Lineage, cam_shard_has_class_scores, read_lineage
 from wsss_core.store.workspace import Workspace
 
 
@@ -23,6 +23,19 @@ class ShardOutcome:
     images: int
     computed: bool  # False: an up-to-date output already existed
     seconds: float = 0.0
+    computed_images: int = 0  # images computed; the rest of a rewritten shard was kept
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard whose stage raised: later stages skip it, the other shards carry on."""
+
+    stage: str
+    shard_index: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.stage} shard {self.shard_index}: {self.error}"
 
 
 def records_hash(records: Sequence[ImageRecord]) -> str:
@@ -33,8 +46,21 @@ def records_hash(records: Sequence[ImageRecord]) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_hash(workspace: Workspace) -> str:
-    """Hash of the current classifier checkpoint (every map depends on it)."""
+def input_hashes(records: Sequence[ImageRecord]) -> dict[str, str]:
+    """Image id -> hash of that image's input (pixels and labels), in shard order."""
+    return {
+        record.image_id: hashlib.sha256(
+            f"{record.image_id}|{record.sha256}|{record.labels}".encode()
+        ).hexdigest()[:16]
+        for record in records
+    }
+
+
+def current_model_hash(workspace: Workspace) -> str:
+    """Hash of the current classifier checkpoint (every map depends on it).
+
+    It reads the whole file: flows take it once per run and pass it to every shard.
+    """
     path = workspace.model_path
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model; run `wsss train` first")
@@ -50,6 +76,14 @@ def expected_lineage(
 def is_fresh(path: Path, lineage: Lineage) -> bool:
     """True when ``path`` exists and was written with exactly ``lineage``."""
     return read_lineage(path) == lineage
+
+
+def output_is_current(stage: str, path: Path, lineage: Lineage) -> bool:
+    """True when a run of ``stage`` would keep ``path`` as it is (status and stages agree)."""
+    if not is_fresh(path, lineage):
+        return False
+    # CAM shards from before the class_scores column are recomputed once to gain it.
+    return stage != "cam" or cam_shard_has_class_scores(path)
 
 
 def shard_records(

@@ -26,7 +26,11 @@ def crf_params(config: PipelineConfig) -> CrfParams:
 
 
 def run_crf_shard(
-    workspace: Workspace, config: PipelineConfig, shard_index: int, show_progress: bool = False
+    workspace: Workspace,
+    config: PipelineConfig,
+    shard_index: int,
+    show_progress: bool = False,
+    model_hash: str | None = None,
 ) -> ShardOutcome:
     params, palette = crf_params(config), voc_palette()
 
@@ -43,4 +47,6 @@ def run_crf_shard(
         save_label_map(workspace.mask_path(record.image_id), result.labels, palette)
         return LabelRecord(record.image_id, result.labels, result.confidence)
 
-    return run_label_stage(workspace, config, shard_index, "crf", "grown", per_image, show_progress)
+    return run_label_stage(
+        workspace, config, shard_index, "crf", "grown", per_image, show_progress, model_hash
+    )

@@ -11,8 +11,9 @@ name       string  ``background`` or the class name
 iou        float64 IoU over all evaluated images (NaN: label never seen)
 ========== ======= ======================================================
 
-Metadata: ``schema_version``, ``images`` evaluated, and per stage its
-``miou``, ``pixel_accuracy`` and ``coverage`` (share of pixels not 255).
+Metadata: ``schema_version``, ``images`` evaluated, ``pending_shards`` (shards
+left out because some stage output is missing or out of date), and per stage
+its ``miou``, ``pixel_accuracy`` and ``coverage`` (share of pixels not 255).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import ConfusionMatrix
+from wsss_core.stages.common import current_model_hash, expected_lineage, is_fresh
 from wsss_core.store.maps import CamRecord, read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import write_table
 from wsss_core.store.workspace import Workspace
@@ -49,6 +51,7 @@ class Evaluation:
     images: int
     label_names: tuple[str, ...]
     scores: tuple[StageScore, ...]
+    pending_shards: int = 0  # shards not scored: some stage output missing or out of date
 
     def score(self, stage: str) -> StageScore:
         return next(s for s in self.scores if s.stage == stage)
@@ -88,14 +91,32 @@ def _stage_predictions(
         yield image_id, maps
 
 
-def evaluate_workspace(workspace: Workspace, config: PipelineConfig) -> Evaluation | None:
-    """Score every stage on the images that have ground truth; None when none has."""
+def evaluate_workspace(
+    workspace: Workspace, config: PipelineConfig, model_hash: str | None = None
+) -> Evaluation | None:
+    """Score every stage on the images that have ground truth; None when none has.
+
+    Only shards whose four stage outputs are up to date (this config, this
+    model, these images) are scored, so a number never mixes old and new maps.
+    """
     manifest = read_manifest(workspace)
     records = manifest.by_id()
+    model = model_hash or current_model_hash(workspace)
     num_labels = len(manifest.class_names) + 1
     matrices = {stage: ConfusionMatrix(num_labels) for stage in EVALUATED_STAGES}
-    images = 0
-    for shard_index in range(len(manifest.shards(config.shard_size))):
+    images = pending = 0
+    for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
+        if not shard:
+            continue
+        if not all(
+            is_fresh(
+                workspace.shard_path(stage, shard_index),
+                expected_lineage(config, stage, model, shard),
+            )
+            for stage in EVALUATED_STAGES
+        ):
+            pending += 1
+            continue
         for image_id, maps in _stage_predictions(workspace, config, shard_index):
             gt_uri = records[image_id].gt_uri
             if gt_uri is None:
@@ -105,6 +126,11 @@ def evaluate_workspace(workspace: Workspace, config: PipelineConfig) -> Evaluati
                 matrices[stage].update(gt, prediction)
             images += 1
     if images == 0:
+        if pending and any(record.gt_uri for record in manifest.records):
+            raise ValueError(
+                f"none of the {pending} shard(s) with images has up-to-date maps for this "
+                "config and model: run `wsss label` (or `wsss run`) first"
+            )
         return None
     names = ("background", *manifest.class_names)
     scores = tuple(
@@ -117,7 +143,7 @@ def evaluate_workspace(workspace: Workspace, config: PipelineConfig) -> Evaluati
         )
         for stage in EVALUATED_STAGES
     )
-    evaluation = Evaluation(images, names, scores)
+    evaluation = Evaluation(images, names, scores, pending)
     _write_evaluation(workspace, evaluation)
     return evaluation
 
@@ -139,6 +165,7 @@ def _write_evaluation(workspace: Workspace, evaluation: Evaluation) -> None:
     metadata = {
         "schema_version": EVALUATION_SCHEMA_VERSION,
         "images": evaluation.images,
+        "pending_shards": evaluation.pending_shards,
         "stages": {
             s.stage: {"miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "coverage": s.coverage}
             for s in evaluation.scores

@@ -13,7 +13,11 @@ from wsss_core.store.workspace import Workspace
 
 
 def run_grow_shard(
-    workspace: Workspace, config: PipelineConfig, shard_index: int, show_progress: bool = False
+    workspace: Workspace,
+    config: PipelineConfig,
+    shard_index: int,
+    show_progress: bool = False,
+    model_hash: str | None = None,
 ) -> ShardOutcome:
     settings = config.grow
 
@@ -30,5 +34,5 @@ def run_grow_shard(
         return LabelRecord(record.image_id, grown)
 
     return run_label_stage(
-        workspace, config, shard_index, "grown", "seeds", per_image, show_progress
+        workspace, config, shard_index, "grown", "seeds", per_image, show_progress, model_hash
     )

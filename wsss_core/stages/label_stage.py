@@ -11,9 +11,10 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.stages.common import (
     ShardOutcome,
+    current_model_hash,
     expected_lineage,
+    input_hashes,
     is_fresh,
-    model_hash,
     shard_records,
 )
 from wsss_core.store.maps import (
@@ -21,6 +22,7 @@ from wsss_core.store.maps import (
     LabelRecord,
     read_cam_shard,
     read_label_shard,
+    reusable_rows,
     write_label_shard,
 )
 from wsss_core.store.workspace import Workspace
@@ -37,34 +39,43 @@ def run_label_stage(
     upstream: str | None,
     per_image: PerImage,
     show_progress: bool = False,
+    model_hash: str | None = None,
 ) -> ShardOutcome:
     """Apply ``per_image`` to every image of a shard and write ``maps/<stage>/part-<shard>``.
 
     Skips the work when the existing output's lineage (config of this stage and
-    those above it, model, shard inputs) is unchanged.
+    those above it, model, shard inputs) is unchanged. ``model_hash``: the
+    checkpoint's hash when the caller already has it (else it is read here).
     """
     started = time.perf_counter()
     _, records = shard_records(workspace, config, shard_index)
-    lineage = expected_lineage(config, stage, model_hash(workspace), records)
+    model = model_hash or current_model_hash(workspace)
+    lineage = expected_lineage(config, stage, model, records)
     path = workspace.shard_path(stage, shard_index)
     if is_fresh(path, lineage):
         return ShardOutcome(stage, shard_index, len(records), computed=False)
-    cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), records, "cam")
+    inputs = input_hashes(records)
+    reused = reusable_rows(path, lineage, inputs)
+    kept = set(reused["image_id"].to_pylist()) if reused is not None else set()
+    todo = [record for record in records if record.image_id not in kept]
+    cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo, "cam")
     previous = (
-        _by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), records, upstream)
+        _by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), todo, upstream)
         if upstream
         else {}
     )
-    bar = tqdm(records, desc=f"{stage} {shard_index}", unit="img", disable=not show_progress)
+    bar = tqdm(todo, desc=f"{stage} {shard_index}", unit="img", disable=not show_progress)
     outputs = [
         per_image(record, cams[record.image_id], previous.get(record.image_id)) for record in bar
     ]
-    write_label_shard(path, stage, outputs, lineage)
-    return ShardOutcome(stage, shard_index, len(records), True, time.perf_counter() - started)
+    write_label_shard(path, stage, outputs, lineage, inputs, reused)
+    seconds = time.perf_counter() - started
+    return ShardOutcome(stage, shard_index, len(records), True, seconds, len(todo))
 
 
 def _by_id(rows, records: Sequence[ImageRecord], stage: str) -> dict:
-    table = {row.image_id: row for row in rows}
+    wanted = {record.image_id for record in records}
+    table = {row.image_id: row for row in rows if row.image_id in wanted}
     missing = [r.image_id for r in records if r.image_id not in table]
     if missing:
         raise ValueError(

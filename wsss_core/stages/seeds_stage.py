@@ -12,7 +12,11 @@ from wsss_core.store.workspace import Workspace
 
 
 def run_seeds_shard(
-    workspace: Workspace, config: PipelineConfig, shard_index: int, show_progress: bool = False
+    workspace: Workspace,
+    config: PipelineConfig,
+    shard_index: int,
+    show_progress: bool = False,
+    model_hash: str | None = None,
 ) -> ShardOutcome:
     settings = config.seeds
 
@@ -26,4 +30,6 @@ def run_seeds_shard(
         )
         return LabelRecord(record.image_id, seeds)
 
-    return run_label_stage(workspace, config, shard_index, "seeds", None, per_image, show_progress)
+    return run_label_stage(
+        workspace, config, shard_index, "seeds", None, per_image, show_progress, model_hash
+    )

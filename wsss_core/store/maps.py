@@ -33,7 +33,10 @@ confidence binary (null) float16 per-pixel confidence (CRF only)
 
 Metadata (``wsss`` key): ``schema_version``, ``stage``, ``dtype`` of the
 array columns, ``stride`` (CAM tables), and lineage: ``config_hash``,
-``model_hash``, ``source_hash``.
+``model_hash``, ``source_hash`` (of the shard's inputs as a whole) and
+``inputs`` (image id -> hash of that image's input). ``inputs`` lets a shard
+that gained images keep the rows of the images it already had
+(:func:`reusable_rows`): adding 10 images computes maps for those 10 only.
 
 Compactness: CAMs are smooth, so they may be stored at a ``stride`` (the mean
 of each ``stride x stride`` block); :func:`read_cam_shard` interpolates them
@@ -53,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wsss_core.store import arrays
@@ -117,9 +121,18 @@ class Lineage:
 
 
 def write_cam_shard(
-    path: Path, records: Sequence[CamRecord], lineage: Lineage, stride: int = 1
+    path: Path,
+    records: Sequence[CamRecord],
+    lineage: Lineage,
+    stride: int = 1,
+    inputs: dict[str, str] | None = None,
+    reused: pa.Table | None = None,
 ) -> None:
-    """Write a shard's CAMs as float16, at ``stride`` (1: full resolution)."""
+    """Write a shard's CAMs as float16, at ``stride`` (1: full resolution).
+
+    ``inputs``: image id -> input hash, in shard order; ``reused``: rows kept
+    from the previous file (see :func:`reusable_rows`), merged in that order.
+    """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     stored = [arrays.downsample_mean(r.cams, stride) for r in records]
@@ -138,8 +151,9 @@ def write_cam_shard(
         },
         schema=CAM_SCHEMA,
     )
-    metadata = _metadata("cam", {"cams": "float16"}, lineage)
+    metadata = _metadata("cam", {"cams": "float16"}, lineage, inputs)
     metadata["stride"] = stride
+    table = _merge(table, reused, inputs)
     write_table(path, table, metadata, row_group_size=ROW_GROUP_SIZE)
 
 
@@ -178,8 +192,14 @@ def cam_shard_has_class_scores(path: Path) -> bool:
 
 
 def write_label_shard(
-    path: Path, stage: str, records: Sequence[LabelRecord], lineage: Lineage
+    path: Path,
+    stage: str,
+    records: Sequence[LabelRecord],
+    lineage: Lineage,
+    inputs: dict[str, str] | None = None,
+    reused: pa.Table | None = None,
 ) -> None:
+    """Write a shard's label maps; ``inputs`` and ``reused`` as in :func:`write_cam_shard`."""
     table = pa.Table.from_pydict(
         {
             "image_id": [r.image_id for r in records],
@@ -194,7 +214,48 @@ def write_label_shard(
         schema=LABEL_SCHEMA,
     )
     dtypes = {"labels": "uint8", "confidence": "float16"}
-    write_table(path, table, _metadata(stage, dtypes, lineage), row_group_size=ROW_GROUP_SIZE)
+    metadata = _metadata(stage, dtypes, lineage, inputs)
+    write_table(path, _merge(table, reused, inputs), metadata, row_group_size=ROW_GROUP_SIZE)
+
+
+def reusable_ids(path: Path, lineage: Lineage, inputs: dict[str, str]) -> list[str]:
+    """Images of the existing shard whose rows a rewrite may keep (metadata only).
+
+    A row is kept when the file was made with the same config and model and
+    that image's input hash is unchanged: only new or changed images of a
+    shard are computed again.
+    """
+    previous = read_lineage(path)
+    if previous is None or (previous.config_hash, previous.model_hash) != (
+        lineage.config_hash,
+        lineage.model_hash,
+    ):
+        return []
+    metadata = read_metadata(path)
+    expected = CAM_SCHEMA if metadata.get("stage") == "cam" else LABEL_SCHEMA
+    if not pq.read_schema(path).remove_metadata().equals(expected):
+        return []  # an older layout: recompute rather than mix schemas
+    stored = metadata.get("inputs") or {}
+    return [image_id for image_id, digest in inputs.items() if stored.get(image_id) == digest]
+
+
+def reusable_rows(path: Path, lineage: Lineage, inputs: dict[str, str]) -> pa.Table | None:
+    """The rows :func:`reusable_ids` names, or None when there are none."""
+    keep = reusable_ids(path, lineage, inputs)
+    if not keep:
+        return None
+    table = pq.read_table(path)
+    return table.filter(pc.is_in(table["image_id"], value_set=pa.array(keep)))
+
+
+def _merge(table: pa.Table, reused: pa.Table | None, inputs: dict[str, str] | None) -> pa.Table:
+    """New rows plus reused ones, in the shard's image order."""
+    if reused is None or reused.num_rows == 0:
+        return table
+    merged = pa.concat_tables([reused.replace_schema_metadata(None), table])
+    order = {image_id: index for index, image_id in enumerate(inputs or {})}
+    ids = merged["image_id"].to_pylist()
+    return merged.take(sorted(range(len(ids)), key=lambda row: order.get(ids[row], len(order))))
 
 
 def read_label_shard(path: Path, batch_size: int = ROW_GROUP_SIZE) -> Iterator[LabelRecord]:
@@ -237,10 +298,13 @@ def read_lineage(path: Path) -> Lineage | None:
         return None
 
 
-def _metadata(stage: str, dtypes: dict[str, str], lineage: Lineage) -> dict[str, Any]:
+def _metadata(
+    stage: str, dtypes: dict[str, str], lineage: Lineage, inputs: dict[str, str] | None
+) -> dict[str, Any]:
     return {
         "schema_version": MAPS_SCHEMA_VERSION,
         "stage": stage,
         "dtype": dtypes,
         **lineage.as_dict(),
+        "inputs": dict(inputs or {}),
     }

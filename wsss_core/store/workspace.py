@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsss_core.store.atomic import remove_leftover_temp_files
+
 # Stages that write per-shard map tables under maps/<stage>/.
 MAP_STAGES = ("cam", "seeds", "grown", "crf")
 
@@ -72,6 +74,13 @@ class Workspace:
 
     def mask_path(self, image_id: str) -> Path:
         return self.masks_dir / f"{image_id}.png"
+
+    def remove_leftover_temp_files(self) -> int:
+        """Sweep what killed writes left behind (hold the workspace lock); returns the count."""
+        removed = remove_leftover_temp_files(self.root, recursive=False)
+        for directory in (self.root / "maps", self.models_dir, self.masks_dir, self.runs_dir):
+            removed += remove_leftover_temp_files(directory)
+        return removed
 
     def require_manifest(self) -> None:
         if not self.manifest_path.exists():

@@ -1,0 +1,32 @@
+"""The evaluate flow: mIoU per stage against the workspace's ground truth, nothing else.
+
+No ``from __future__ import annotations`` here: Prefect reads the flow's
+parameter annotations at run time to validate and to build deployment schemas.
+"""
+
+from pathlib import Path
+
+from prefect import flow
+
+from tasks.evaluate import evaluate as evaluate_task
+from wsss_core.config import load_config
+from wsss_core.stages.evaluate_stage import Evaluation
+from wsss_core.store.lock import workspace_lock
+from wsss_core.store.workspace import Workspace
+
+
+@flow(name="evaluate", persist_result=False)
+def evaluate(workspace: str, config_file: str | None = None) -> Evaluation | None:
+    """Score the cam, seeds, grown and crf maps; None when no image has ground truth.
+
+    Only shards whose maps are all up to date are scored (see ``wsss status``).
+
+    Args:
+        workspace: the workspace directory (must hold a manifest and a classifier).
+        config_file: YAML with any subset of the config sections; defaults otherwise.
+    """
+    config = load_config(config_file)
+    ws = Workspace(Path(workspace))
+    ws.require_manifest()
+    with workspace_lock(ws, "evaluation"):
+        return evaluate_task(ws, config)

@@ -1,0 +1,125 @@
+"""The label flow: cam -> seeds -> grown -> crf over every shard of a trained workspace.
+
+Each stage is a task mapped over the shards, on whatever task runner the flow
+is given (threads by default, Dask for processes or machines). A shard that
+fails is reported and left out of the later stages; the other shards carry on
+and keep their results, and the flow ends Failed, naming the failed shards.
+
+No ``from __future__ import annotations`` here: Prefect reads the flow's
+parameter annotations at run time to validate and to build deployment schemas.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.futures import wait
+from prefect.states import Failed, State
+
+from flows.runners import RunnerOptions, make_task_runner
+from tasks.maps import cam_shard, crf_shard, grow_shard, seeds_shard
+from wsss_core.config import PipelineConfig, load_config
+from wsss_core.stages.common import ShardFailure, current_model_hash, shard_count
+from wsss_core.store.lock import workspace_lock
+from wsss_core.store.workspace import Workspace
+
+# Stage name -> its per-shard task, in pipeline order.
+MAP_STAGE_TASKS = {"cam": cam_shard, "seeds": seeds_shard, "grown": grow_shard, "crf": crf_shard}
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    shards: int
+    computed_shards: dict[str, int]
+    stage_seconds: dict[str, float]
+    failures: tuple[ShardFailure, ...] = field(default=())
+    computed_images: dict[str, int] = field(default_factory=dict)
+
+    def failure_message(self) -> str:
+        first = self.failures[0]
+        more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        return (
+            f"{len(self.failures)} shard(s) failed, first {first}{more}; the other shards' "
+            "results are saved and a re-run retries only the failed ones"
+        )
+
+
+def _error_text(future) -> str:
+    error = future.result(raise_on_failure=False)
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return future.state.message or "failed"
+
+
+def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) -> LabelResult:
+    """Run the four map stages over every shard (call inside a flow)."""
+    logger = get_run_logger()
+    alive = list(range(shard_count(workspace, config)))
+    computed: dict[str, int] = {}
+    images: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    failures: list[ShardFailure] = []
+    for stage, stage_task in MAP_STAGE_TASKS.items():
+        started = time.perf_counter()
+        futures = stage_task.map(unmapped(workspace), unmapped(config), alive, unmapped(model_hash))
+        wait(futures)  # every shard ends, done or failed, before judging the stage
+        survivors = []
+        computed[stage] = images[stage] = 0
+        for shard_index, future in zip(alive, futures, strict=True):
+            if future.state.is_completed():
+                outcome = future.result()
+                computed[stage] += outcome.computed
+                images[stage] += outcome.computed_images
+                survivors.append(shard_index)
+            else:
+                failure = ShardFailure(stage, shard_index, _error_text(future))
+                logger.error(f"{failure}; its images skip the later stages")
+                failures.append(failure)
+        alive = survivors
+        seconds[stage] = time.perf_counter() - started
+    total = shard_count(workspace, config)
+    logger.info(
+        f"{total} shard(s); shards recomputed {computed}, images computed {images}; "
+        f"{len(failures)} failed"
+    )
+    return LabelResult(total, computed, seconds, tuple(failures), images)
+
+
+@flow(name="label", persist_result=False)
+def label(
+    workspace: str,
+    config_file: str | None = None,
+) -> LabelResult | State:
+    """Compute CAMs, seeds, grown regions and CRF masks for a workspace with a trained model.
+
+    Up-to-date shards are skipped. Ends Failed when a shard failed (the result
+    is still returned with the state, for callers that want the rest).
+
+    Args:
+        workspace: the workspace directory (must hold a manifest and a classifier).
+        config_file: YAML with any subset of the config sections; defaults otherwise.
+    """
+    config = load_config(config_file)
+    ws = Workspace(Path(workspace))
+    ws.require_manifest()
+    with workspace_lock(ws, "label run"):
+        sweep_leftovers(ws)
+        result = label_shards(ws, config, current_model_hash(ws))
+    if result.failures:
+        return Failed(message=result.failure_message(), data=result)
+    return result
+
+
+def sweep_leftovers(ws: Workspace) -> None:
+    """Remove what writes killed in an earlier run left (safe: we hold the lock)."""
+    removed = ws.remove_leftover_temp_files()
+    if removed:
+        get_run_logger().info(f"removed {removed} temporary file(s) of an interrupted run")
+
+
+def label_with_runner(runner: RunnerOptions | None):
+    """The label flow set to run its shards on ``runner`` (threads when None)."""
+    if runner is None:
+        return label
+    return label.with_options(task_runner=make_task_runner(runner))

@@ -1,0 +1,216 @@
+"""Orchestration on a real Prefect server: the label and evaluate flows, incremental runs,
+a failing shard, and the Dask runner giving the same maps as threads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from wsss_core.config import load_config
+from wsss_core.data.demo import generate_demo_dataset
+from wsss_core.data.ingest import ingest
+from wsss_core.data.manifest import read_manifest
+from wsss_core.data.sources import IngestOptions
+from wsss_core.model.reuse import train_or_reuse
+from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.workspace import MAP_STAGES, Workspace
+
+IMAGES = 30
+HELD_BACK = 3  # images added to the source after the first run
+SHARD_SIZE = 10  # 27 images: shards 0 and 1 full, shard 2 gains the added ones
+
+CONFIG = {
+    "shard_size": SHARD_SIZE,
+    "device": "cpu",
+    "train": {
+        "backbone": "resnet18",
+        "weights": None,
+        "image_size": 64,
+        "epochs": 1,
+        "batch_size": 8,
+    },
+    "cam": {"scales": [1.0], "batch_size": 8},
+}
+
+
+def _write_config(path: Path, **overrides) -> str:
+    config = {**CONFIG, **overrides}
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _hold_back(source: Path, ids: list[str], holding: Path) -> None:
+    """Move ``ids`` out of a folder source (image, mask and CSV row)."""
+    holding.mkdir()
+    for sub in ("images", "masks"):
+        (holding / sub).mkdir()
+        for image_id in ids:
+            shutil.move(source / sub / f"{image_id}.png", holding / sub / f"{image_id}.png")
+    lines = (source / "labels.csv").read_text().splitlines()
+    kept = [line for line in lines if line.split(",")[0] not in ids]
+    (holding / "labels.csv").write_text("\n".join(lines) + "\n")
+    (source / "labels.csv").write_text("\n".join(kept) + "\n")
+
+
+def _restore(source: Path, holding: Path) -> None:
+    for sub in ("images", "masks"):
+        for path in (holding / sub).iterdir():
+            shutil.move(path, source / sub / path.name)
+    shutil.copy(holding / "labels.csv", source / "labels.csv")
+
+
+def _label(workspace: Path, config_file: str, runner=None):
+    """The label flow; returns (final state, result)."""
+    from flows.label import label_with_runner
+
+    state = label_with_runner(runner)(
+        workspace=str(workspace), config_file=config_file, return_state=True
+    )
+    return state, state.result(raise_on_failure=False)
+
+
+def _stage_arrays(workspace: Workspace) -> dict[tuple[str, str], list[np.ndarray]]:
+    """Every map of every stage, by (stage, image id), for exact comparisons."""
+    arrays: dict[tuple[str, str], list[np.ndarray]] = {}
+    for stage in MAP_STAGES:
+        for path in sorted(workspace.maps_dir(stage).glob("part-*.parquet")):
+            if stage == "cam":
+                for record in read_cam_shard(path):
+                    arrays[stage, record.image_id] = [record.cams]
+            else:
+                for record in read_label_shard(path):
+                    arrays[stage, record.image_id] = [record.labels]
+                    if record.confidence is not None:
+                        arrays[stage, record.image_id].append(record.confidence)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_harness):
+    """A trained folder-source workspace with three images held back, labelled once."""
+    root = tmp_path_factory.mktemp("orchestration")
+    source = generate_demo_dataset(root / "source", IMAGES, image_size=64, seed=5).root
+    held = [f"demo_{index:05d}" for index in range(IMAGES - HELD_BACK, IMAGES)]
+    _hold_back(source, held, root / "held-back")
+    workspace = Workspace(root / "workspace")
+    ingest("folder", source, workspace, IngestOptions())
+    config_file = _write_config(root / "config.yaml")
+    train_or_reuse(workspace, load_config(config_file), log=lambda _: None, show_progress=False)
+    state, first = _label(workspace.root, config_file)
+    assert state.is_completed(), state.message
+    snapshot = root / "snapshot"
+    shutil.copytree(workspace.root, snapshot)  # the threads runner's maps, for comparisons
+    return {
+        "root": root,
+        "source": source,
+        "workspace": workspace,
+        "config": config_file,
+        "first": first,
+        "snapshot": Workspace(snapshot),
+    }
+
+
+def test_label_flow_computes_every_shard_then_nothing(trained):
+    first = trained["first"]
+    assert first.shards == 3
+    assert first.computed_shards == {stage: 3 for stage in MAP_STAGES}
+    assert first.computed_images == {stage: IMAGES - HELD_BACK for stage in MAP_STAGES}
+    state, again = _label(trained["workspace"].root, trained["config"])
+    assert state.is_completed()
+    assert again.computed_shards == {stage: 0 for stage in MAP_STAGES}
+
+
+def test_evaluate_flow_scores_up_to_date_shards_only(trained, tmp_path):
+    from flows.evaluate import evaluate
+
+    evaluation = evaluate(workspace=str(trained["workspace"].root), config_file=trained["config"])
+    assert evaluation.images == IMAGES - HELD_BACK and evaluation.pending_shards == 0
+    # A CRF change makes every shard's crf maps stale: nothing may be scored.
+    changed = _write_config(tmp_path / "crf.yaml", crf={"iterations": 3})
+    with pytest.raises(ValueError, match="up-to-date maps"):
+        evaluate(workspace=str(trained["workspace"].root), config_file=changed)
+
+
+def test_dask_runner_gives_the_same_maps_as_threads(trained, tmp_path):
+    from flows.runners import RunnerOptions, prefect_api_for_workers
+
+    workspace = Workspace(tmp_path / "dask-workspace")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    shutil.rmtree(workspace.root / "maps")
+    with prefect_api_for_workers():
+        state, result = _label(
+            workspace.root, trained["config"], RunnerOptions(kind="dask", workers=2)
+        )
+    assert state.is_completed(), state.message
+    assert result.computed_shards == {stage: 3 for stage in MAP_STAGES}
+    expected, got = _stage_arrays(trained["snapshot"]), _stage_arrays(workspace)
+    assert got.keys() == expected.keys()
+    for key, arrays in expected.items():
+        for want, have in zip(arrays, got[key], strict=True):
+            np.testing.assert_array_equal(have, want, err_msg=str(key))
+
+
+def test_a_failing_shard_is_reported_and_the_others_keep_their_results(trained, tmp_path):
+    workspace = Workspace(tmp_path / "failing")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    victim = read_manifest(workspace).shards(SHARD_SIZE)[1][0]
+    original = Path(victim.uri).read_bytes()
+    # Only the CRF reads the pixels again: a changed CRF setting makes it recompute.
+    config_file = _write_config(tmp_path / "crf.yaml", crf={"iterations": 4})
+    try:
+        Path(victim.uri).write_bytes(b"not a png any more")
+        state, result = _label(workspace.root, config_file)
+    finally:
+        Path(victim.uri).write_bytes(original)
+    assert state.is_failed()
+    assert "1 shard(s) failed, first crf shard 1" in state.message
+    assert [(f.stage, f.shard_index) for f in result.failures] == [("crf", 1)]
+    assert victim.uri in result.failures[0].error  # the error names the file
+    assert result.computed_shards["crf"] == 2  # shards 0 and 2 finished and were kept
+    state, retry = _label(workspace.root, config_file)
+    assert state.is_completed()
+    assert retry.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 1}
+
+
+def test_images_added_to_the_source_cost_only_their_own_maps(trained):
+    from flows.pseudo_label import pseudo_label
+
+    workspace, root = trained["workspace"], trained["root"]
+    before = _stage_arrays(workspace)
+    untouched = {
+        stage: [p.stat().st_mtime_ns for p in sorted(workspace.maps_dir(stage).glob("*"))[:2]]
+        for stage in MAP_STAGES
+    }
+    _restore(trained["source"], root / "held-back")
+    result = pseudo_label(
+        workspace=str(workspace.root), config_file=trained["config"], refresh=True, publish=False
+    )
+    assert len(read_manifest(workspace)) == IMAGES
+    assert not result.trained  # the current classifier is kept: no retraining by default
+    assert result.computed_shards == {stage: 1 for stage in MAP_STAGES}
+    assert result.computed_images == {stage: HELD_BACK for stage in MAP_STAGES}
+    for stage in MAP_STAGES:  # shards 0 and 1 were not rewritten
+        paths = sorted(workspace.maps_dir(stage).glob("*"))[:2]
+        assert [p.stat().st_mtime_ns for p in paths] == untouched[stage], stage
+    after = _stage_arrays(workspace)
+    for key, arrays in before.items():  # kept rows are the very same maps
+        for want, have in zip(arrays, after[key], strict=True):
+            np.testing.assert_array_equal(have, want, err_msg=str(key))
+    # The merged shard equals a from-scratch computation of it, in manifest order.
+    shard_two = workspace.shard_path("crf", 2)
+    merged_ids = pq.read_table(shard_two, columns=["image_id"])["image_id"].to_pylist()
+    assert merged_ids == [r.image_id for r in read_manifest(workspace).shards(SHARD_SIZE)[2]]
+    for stage in MAP_STAGES:
+        workspace.shard_path(stage, 2).unlink()
+    state, recomputed = _label(workspace.root, trained["config"])
+    assert state.is_completed()
+    assert recomputed.computed_images == {stage: SHARD_SIZE for stage in MAP_STAGES}
+    assert _stage_arrays(workspace).keys() == after.keys()
+    for key, arrays in _stage_arrays(workspace).items():
+        for want, have in zip(after[key], arrays, strict=True):
+            np.testing.assert_array_equal(have, want, err_msg=str(key))

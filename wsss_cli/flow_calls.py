@@ -1,0 +1,62 @@
+"""Calling a flow from the command line: runner options in, (final state, result) out."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class UsageError(Exception):
+    """Options that parse but do not fit together (exit code 2)."""
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the per-shard tasks run")
+    group.add_argument(
+        "--runner",
+        choices=("threads", "dask"),
+        default=None,
+        help="threads (default, one process) or dask (worker processes or machines)",
+    )
+    group.add_argument(
+        "--workers", type=int, help="threads: pool size; dask: LocalCluster worker processes"
+    )
+    group.add_argument(
+        "--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (implies dask)"
+    )
+
+
+def runner_options(args: argparse.Namespace):
+    """The parsed runner options, or None for Prefect's default thread pool."""
+    from flows.runners import RunnerOptions
+
+    if args.runner is None and args.workers is None and args.dask_address is None:
+        return None
+    kind = args.runner or ("dask" if args.dask_address else "threads")
+    try:
+        return RunnerOptions(kind=kind, workers=args.workers, address=args.dask_address)
+    except ValidationError as error:
+        messages = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        raise UsageError(messages) from None
+
+
+def call_flow(flow_function, dask: bool = False, **parameters: Any) -> tuple[Any, Any]:
+    """Run a flow; returns its final state and its result (also when it ended Failed).
+
+    ``dask``: the flow runs tasks on Dask workers, which need a Prefect API
+    server they can reach (started here when none is configured). A flow that
+    failed with an exception re-raises it, so the CLI shows one line; a flow
+    that failed with a result (some shards failed) returns both, for the
+    command to print what was done before reporting the failure.
+    """
+    from flows.runners import prefect_api_for_workers
+
+    with prefect_api_for_workers() if dask else nullcontext():
+        state = flow_function(**parameters, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return state, result

@@ -1,0 +1,265 @@
+"""What the next run would compute: per stage, the images whose outputs are up to date.
+
+A shard's output counts as done exactly when the stage itself would skip it
+(:func:`~wsss_core.stages.common.output_is_current`), so this report and a run
+agree. Nothing is computed or written here; only the checkpoint is read (once,
+for its hash and metadata).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from wsss_core.config import PipelineConfig, stage_config_hash
+from wsss_core.data.manifest import (
+    STATUS_REMOVED,
+    STATUS_UNLABELED,
+    ImageRecord,
+    Manifest,
+    read_manifest,
+    read_quarantine,
+)
+from wsss_core.model.checkpoint import load_checkpoint
+from wsss_core.stages.common import expected_lineage, input_hashes, output_is_current
+from wsss_core.store.maps import reusable_ids
+from wsss_core.store.workspace import MAP_STAGES, Workspace
+
+ShardState = Literal["done", "stale", "missing"]
+
+
+@dataclass(frozen=True)
+class ImageCounts:
+    usable: int  # status ok or unlabeled: what every stage processes
+    unlabeled: int
+    removed: int
+    quarantined: int  # items of the last ingest's quarantine table
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """The classifier checkpoint (``models/classifier.pt``) as the next run will find it."""
+
+    path: Path
+    exists: bool
+    file_hash: str | None = None
+    val_map: float | None = None
+    complete: bool = False
+    config_current: bool = False  # trained with the current ``train`` section
+    data_current: bool = False  # trained on the current labelled train/val images
+    error: str | None = None  # why an existing checkpoint could not be read
+
+    @property
+    def kept_by_runs(self) -> bool:
+        """True when ``wsss run`` (which keeps the classifier by default) reuses it."""
+        return self.exists and self.error is None and self.complete and self.config_current
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when a run reuses the checkpoint instead of training."""
+        reusable = self.complete and self.config_current and self.data_current
+        return self.exists and self.error is None and reusable
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    index: int
+    images: int
+    state: ShardState
+    reusable: int = 0  # images of a stale shard whose rows a run keeps (not recomputed)
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: str
+    shards: tuple[ShardStatus, ...]
+
+    def images(self, state: ShardState) -> int:
+        """Images per state; a stale shard's reusable images count as done."""
+        total = sum(shard.images for shard in self.shards if shard.state == state)
+        kept = sum(shard.reusable for shard in self.shards if shard.state == "stale")
+        if state == "done":
+            return total + kept
+        return total - kept if state == "stale" else total
+
+    @property
+    def done(self) -> int:
+        return self.images("done")
+
+    @property
+    def stale(self) -> int:
+        """Images whose output exists but was made from other inputs, config or model."""
+        return self.images("stale")
+
+    @property
+    def missing(self) -> int:
+        return self.images("missing")
+
+    @property
+    def pending(self) -> int:
+        return self.stale + self.missing
+
+    @property
+    def pending_shards(self) -> tuple[int, ...]:
+        return tuple(shard.index for shard in self.shards if shard.state != "done")
+
+
+@dataclass(frozen=True)
+class WorkspaceStatus:
+    root: Path
+    images: ImageCounts
+    model: ModelStatus
+    stages: tuple[StageStatus, ...]
+
+    def stage(self, name: str) -> StageStatus:
+        return next(stage for stage in self.stages if stage.stage == name)
+
+    def table(self) -> list[str]:
+        """The per-stage image counts as aligned text lines, header first."""
+        header = ("stage", "done", "pending", "(stale", "missing")
+        rows = [
+            (s.stage, str(s.done), str(s.pending), str(s.stale), str(s.missing))
+            for s in self.stages
+        ]
+        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+        def line(cells: Sequence[str]) -> str:
+            padded = [cells[0].ljust(widths[0])]
+            padded += [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+            return "  ".join(padded)
+
+        # The closing parenthesis hangs past the column so the numbers stay aligned.
+        return [line(header) + ")", *(line(row) for row in rows)]
+
+    def lines(self, shards: bool = False) -> list[str]:
+        """The whole report; ``shards``: add each stage's pending shard indices."""
+        counts = self.images
+        out = [
+            f"images: {counts.usable} usable ({counts.unlabeled} unlabeled), "
+            f"{counts.removed} removed, {counts.quarantined} quarantined",
+            f"classifier: {_describe_model(self.model, self.root)}",
+        ]
+        if self.model.exists and not self.model.up_to_date and not self.model.kept_by_runs:
+            out.append("  (a run that retrains it makes every map below stale)")
+        out += self.table()
+        if shards:
+            out += [f"{s.stage} pending shards: {_ranges(s.pending_shards)}" for s in self.stages]
+        return out
+
+
+def workspace_status(workspace: Workspace, config: PipelineConfig) -> WorkspaceStatus:
+    """Done and pending images per map stage, and the classifier's state."""
+    manifest = read_manifest(workspace)
+    model = model_status(workspace, config, manifest)
+    shards = manifest.shards(config.shard_size)
+    stages = tuple(
+        stage_status(workspace, config, stage, shards, model.file_hash) for stage in MAP_STAGES
+    )
+    return WorkspaceStatus(workspace.root, image_counts(workspace, manifest), model, stages)
+
+
+def stage_status(
+    workspace: Workspace,
+    config: PipelineConfig,
+    stage: str,
+    shards: Sequence[Sequence[ImageRecord]],
+    model_hash: str | None,
+) -> StageStatus:
+    statuses = []
+    for index, records in enumerate(shards):
+        state = shard_state(workspace, config, stage, index, records, model_hash)
+        reusable = 0
+        if state == "stale" and model_hash is not None:
+            lineage = expected_lineage(config, stage, model_hash, records)
+            path = workspace.shard_path(stage, index)
+            reusable = len(reusable_ids(path, lineage, input_hashes(records)))
+        statuses.append(ShardStatus(index, len(records), state, reusable))
+    return StageStatus(stage, tuple(statuses))
+
+
+def image_counts(workspace: Workspace, manifest: Manifest) -> ImageCounts:
+    return ImageCounts(
+        usable=len(manifest.records),
+        unlabeled=sum(r.status == STATUS_UNLABELED for r in manifest.records),
+        removed=sum(r.status == STATUS_REMOVED for r in manifest.all_rows),
+        quarantined=sum(1 for _ in read_quarantine(workspace)),
+    )
+
+
+def model_status(workspace: Workspace, config: PipelineConfig, manifest: Manifest) -> ModelStatus:
+    """Whether a run would reuse ``models/classifier.pt`` (the same rule as ``train_or_reuse``)."""
+    path = workspace.model_path
+    if not path.exists():
+        return ModelStatus(path, exists=False)
+    try:
+        checkpoint = load_checkpoint(path)  # also gives the file hash: the file is read once
+    except ValueError as error:
+        return ModelStatus(path, exists=True, error=str(error))
+    lineage = checkpoint.lineage
+    return ModelStatus(
+        path,
+        exists=True,
+        file_hash=checkpoint.file_hash,
+        val_map=checkpoint.val_map,
+        complete=checkpoint.complete,
+        config_current=lineage.get("config_hash") == stage_config_hash(config, "train"),
+        data_current=lineage.get("training_data_hash") == manifest.training_hash,
+    )
+
+
+def shard_state(
+    workspace: Workspace,
+    config: PipelineConfig,
+    stage: str,
+    shard_index: int,
+    records: Sequence[ImageRecord],
+    model_hash: str | None,
+) -> ShardState:
+    """``done`` when a run would skip the shard; without a model nothing is done."""
+    path = workspace.shard_path(stage, shard_index)
+    if model_hash is not None:
+        lineage = expected_lineage(config, stage, model_hash, records)
+        if output_is_current(stage, path, lineage):
+            return "done"
+    return "stale" if path.exists() else "missing"
+
+
+def _describe_model(model: ModelStatus, root: Path) -> str:
+    name = model.path.relative_to(root) if model.path.is_relative_to(root) else model.path
+    if not model.exists:
+        return f"none yet ({name}); the next run trains one"
+    if model.error is not None:  # torch's messages run to paragraphs: the gist is enough
+        reason = model.error.splitlines()[0].removeprefix(f"{model.path}: ")
+        return f"{name}: " + textwrap.shorten(reason, 80, placeholder=" ...")
+    text = f"{name}, validation mAP {model.val_map:.4f}, "
+    if model.up_to_date:
+        return text + "up to date with the train config"
+    if model.complete and model.config_current:  # only the training images changed
+        return text + (
+            "the labelled training images changed since: `wsss run` keeps it (new images "
+            "only get maps), `wsss run --retrain` or `wsss train` retrains"
+        )
+    reasons = []
+    if not model.complete:
+        reasons.append("its training run is unfinished")
+    if not model.config_current:
+        reasons.append("trained with another train config")
+    if not model.data_current:
+        reasons.append("the labelled training images changed since")
+    return text + "; ".join(reasons)
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """``0-3, 7, 9-10`` for sorted shard indices; ``none`` when empty."""
+    if not indices:
+        return "none"
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
