@@ -214,3 +214,34 @@ def test_images_added_to_the_source_cost_only_their_own_maps(trained):
     for key, arrays in _stage_arrays(workspace).items():
         for want, have in zip(after[key], arrays, strict=True):
             np.testing.assert_array_equal(have, want, err_msg=str(key))
+
+
+def test_the_cli_names_a_failed_shard_and_exits_1(trained, tmp_path, capsys):
+    from wsss_cli.main import main
+
+    workspace = Workspace(tmp_path / "cli-failing")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    victim = read_manifest(workspace).shards(SHARD_SIZE)[2][0]
+    original = Path(victim.uri).read_bytes()
+    config_file = _write_config(tmp_path / "crf.yaml", crf={"iterations": 5})
+    try:
+        Path(victim.uri).write_bytes(b"")
+        code = main(["label", "--workspace", str(workspace.root), "--config", config_file])
+    finally:
+        Path(victim.uri).write_bytes(original)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "shards recomputed: cam 0 (0 images), seeds 0 (0 images)" in captured.out
+    assert "crf 2 (20 images)" in captured.out
+    err = captured.err.strip().splitlines()
+    assert err[-2].startswith("failed: crf shard 2:") and victim.uri in err[-2]
+    assert err[-1].startswith("error: 1 shard(s) failed, first crf shard 2")
+
+
+def test_runner_options_that_do_not_fit_are_a_usage_error(trained, capsys):
+    from wsss_cli.main import main
+
+    workspace = str(trained["workspace"].root)
+    code = main(["label", "--workspace", workspace, "--runner", "threads", "--dask-address", "x"])
+    assert code == 2
+    assert "usage error: a Dask scheduler address needs kind 'dask'" in capsys.readouterr().err

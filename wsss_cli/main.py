@@ -25,6 +25,7 @@ def _quiet_offline_defaults(debug: bool) -> None:
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_LOGGING_LEVEL": "INFO" if debug else "CRITICAL",
+        "DASK_LOGGING__DISTRIBUTED": "info" if debug else "error",
         "FIFTYONE_DO_NOT_TRACK": "true",
         "FIFTYONE_DATABASE_VALIDATION": "false",
     }.items():
