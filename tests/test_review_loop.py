@@ -109,6 +109,20 @@ def test_sync_again_records_nothing_new(reviewed):
     assert pq.read_table(reviewed["workspace"].root / "reviews.parquet").num_rows == 4
 
 
+def test_export_leaves_out_maps_made_before_a_label_correction(reviewed, tmp_path):
+    """Before a re-run, the corrected image's masks show its old labels: not exported."""
+    from wsss_core.config import load_config
+    from wsss_core.export.voc import export_voc
+
+    workspace = reviewed["workspace"]
+    summary = export_voc(workspace, load_config(reviewed["config"]), tmp_path / "early")
+    exported = {p.stem for p in (tmp_path / "early" / "SegmentationClass").glob("*.png")}
+    assert summary.outdated == 1
+    assert reviewed["corrected"] not in exported
+    assert reviewed["approved"] in exported  # frozen: what the reviewer approved
+    assert len(exported) == len(read_manifest(workspace)) - 2  # minus rejected and corrected
+
+
 def test_rerun_keeps_tags_edits_and_the_frozen_mask(reviewed):
     import fiftyone as fo
 

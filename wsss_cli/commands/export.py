@@ -42,6 +42,12 @@ class Export:
         print(
             f"exported {summary.exported} mask(s) to {summary.out_dir / 'SegmentationClass'}"
             f" (skipped: {summary.skipped_rejected} rejected, "
-            f"{summary.skipped_unapproved} not approved, {summary.missing} not computed)"
+            f"{summary.skipped_unapproved} not approved, {summary.missing} not computed, "
+            f"{summary.outdated} outdated)"
         )
+        if summary.outdated:
+            print(
+                f"{summary.outdated} map(s) predate a change of their image or labels: "
+                "`wsss run` recomputes them"
+            )
         return 0

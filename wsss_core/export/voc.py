@@ -4,8 +4,11 @@
 class k in manifest order, 255 ignore, VOC colours) and ``OUT/classes.txt``
 (``background`` then the class names, one a line, so line n is value n).
 Rejected images are never exported; with ``only_approved`` only approved ones
-are (for the ``crf`` stage, from their frozen masks). Files of an earlier
-export to the same folder that no longer qualify are removed.
+are (for the ``crf`` stage, from their frozen masks). A map made from other
+pixels or labels than the manifest now has (a reviewer fixed the labels, the
+image changed, and no run has recomputed it yet) is not exported either: it
+is counted as outdated. Files of an earlier export to the same folder that no
+longer qualify are removed.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, save_label_map, voc_palette
 from wsss_core.data.manifest import read_manifest
 from wsss_core.review.reviews import APPROVED, REJECTED, approved_mask_path, latest_reviews
+from wsss_core.stages.common import input_hashes
 from wsss_core.stages.evaluate_stage import thresholded_cam
 from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.parquet_io import read_metadata
 from wsss_core.store.workspace import Workspace
 
 EXPORT_STAGES = ("cam", "seeds", "grown", "crf")
@@ -34,22 +39,26 @@ class ExportSummary:
     skipped_unapproved: int
     missing: int
     out_dir: Path
+    outdated: int = 0  # maps made before the image's pixels or labels last changed
 
 
 def _stage_maps(
     workspace: Workspace, config: PipelineConfig, stage: str
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(image id, label map) for every image in the stage's shards, one shard at a time.
+) -> Iterator[tuple[str, np.ndarray, str | None]]:
+    """(image id, label map, input hash it was made from) for every image, shard by shard.
 
-    Reads every ``part-*`` file, so it does not depend on the shard size in ``config``.
+    Reads every ``part-*`` file, so it does not depend on the shard size in
+    ``config``. The input hash is None in shards written before it was recorded.
     """
     for path in sorted(workspace.maps_dir(stage).glob("part-*.parquet")):
+        inputs = read_metadata(path).get("inputs") or {}
         if stage == "cam":
             for record in read_cam_shard(path):
-                yield record.image_id, thresholded_cam(record, config.cam.threshold)
+                labels = thresholded_cam(record, config.cam.threshold)
+                yield record.image_id, labels, inputs.get(record.image_id)
         else:
             for record in read_label_shard(path):
-                yield record.image_id, record.labels
+                yield record.image_id, record.labels, inputs.get(record.image_id)
 
 
 def export_voc(
@@ -63,15 +72,16 @@ def export_voc(
     if stage not in EXPORT_STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {EXPORT_STAGES}")
     manifest = read_manifest(workspace)
-    usable = {record.image_id for record in manifest.records}
+    current_inputs = input_hashes(manifest.records)
+    usable = set(current_inputs)
     reviews = latest_reviews(workspace)
     target = Path(out_dir) / "SegmentationClass"
     target.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     written: set[str] = set()
     seen: set[str] = set()
-    rejected = unapproved = 0
-    for image_id, labels in _stage_maps(workspace, config, stage):
+    rejected = unapproved = outdated = 0
+    for image_id, labels, made_from in _stage_maps(workspace, config, stage):
         if image_id not in usable or image_id in seen:
             continue
         seen.add(image_id)
@@ -86,7 +96,10 @@ def export_voc(
             frozen = approved_mask_path(workspace, image_id)
             if not frozen.exists():
                 continue  # approved without a frozen mask: counted as missing, never guessed
-            labels = load_label_map(frozen)
+            labels = load_label_map(frozen)  # what the reviewer approved, whatever came since
+        elif made_from is not None and made_from != current_inputs[image_id]:
+            outdated += 1
+            continue
         save_label_map(target / f"{image_id}.png", labels, palette)
         written.add(image_id)
     for stale in target.glob("*.png"):
@@ -94,5 +107,5 @@ def export_voc(
             stale.unlink()
     names = ["background", *manifest.class_names]
     (Path(out_dir) / "classes.txt").write_text("\n".join(names) + "\n")
-    missing = len(usable) - len(written) - rejected - unapproved
-    return ExportSummary(len(written), rejected, unapproved, missing, Path(out_dir))
+    missing = len(usable) - len(written) - rejected - unapproved - outdated
+    return ExportSummary(len(written), rejected, unapproved, missing, Path(out_dir), outdated)
