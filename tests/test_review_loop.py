@@ -351,3 +351,29 @@ def test_export_to_the_same_folder_removes_what_no_longer_qualifies(reviewed, tm
     assert main([*common, "--only-approved", "--config", reviewed["config"]]) == 0
     files = sorted(p.stem for p in (out / "SegmentationClass").glob("*.png"))
     assert files == [reviewed["approved"]]
+
+
+def test_a_label_edit_made_while_publish_prepares_is_not_overwritten(fiftyone_database_dir):
+    import fiftyone as fo
+
+    from wsss_core.review.fiftyone_adapter import _classifications, _keep_labels_edited_meanwhile
+
+    dataset = fo.Dataset(f"{DATASET}-window")
+    try:
+        sample = fo.Sample(filepath="/nonexistent/a.png", image_id="a")
+        sample["labels"] = _classifications(fo, ["digit_1"])
+        dataset.add_sample(sample)
+        existing = {"a": (sample.id, ["digit_1"], ["digit_1"])}  # what publish read first
+        sample["labels"] = _classifications(fo, ["digit_7"])  # a reviewer, meanwhile
+        sample.save()
+        updates = {
+            sample.id: {
+                "labels": _classifications(fo, ["digit_2"]),
+                "published_labels": ["digit_2"],
+                "split": "train",
+            }
+        }
+        _keep_labels_edited_meanwhile(dataset, updates, existing)
+        assert updates[sample.id] == {"split": "train"}  # labels dropped, the rest still written
+    finally:
+        dataset.delete()

@@ -284,6 +284,7 @@ def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -
         new_samples.append(sample)
     if new_samples:
         dataset.add_samples(new_samples, progress=False)
+    _keep_labels_edited_meanwhile(dataset, updates, existing)
     for field in sorted({key for values in updates.values() for key in values}):
         values = {sid: v[field] for sid, v in updates.items() if field in v}
         dataset.set_values(field, values, key_field="id")
@@ -291,6 +292,27 @@ def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -
         _configure_app(fo, dataset, len(targets))
     _save_review_views(dataset)
     return PublishSummary(name, len(new_samples), len(updates), database_dir)
+
+
+def _keep_labels_edited_meanwhile(
+    dataset: Any,
+    updates: dict[str, dict[str, Any]],
+    existing: dict[str, tuple[str, list[str], list[str] | None]],
+) -> None:
+    """Drop label writes for samples a reviewer edited since ``existing`` was read.
+
+    Building the updates takes seconds; re-reading the labels just before the
+    write narrows the window in which a reviewer's edit could be overwritten
+    to the few milliseconds of the write itself.
+    """
+    if not any("labels" in fields for fields in updates.values()):
+        return
+    read_before = {sample_id: shown for sample_id, shown, _ in existing.values()}
+    sample_ids, shown_now = dataset.values(["id", "labels.classifications.label"])
+    for sample_id, shown in zip(sample_ids, shown_now, strict=True):
+        fields = updates.get(sample_id)
+        if fields and "labels" in fields and sorted(shown or []) != read_before.get(sample_id):
+            del fields["labels"], fields["published_labels"]
 
 
 def _configure_app(fo: Any, dataset: Any, num_labels: int) -> None:
