@@ -9,10 +9,10 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.evaluate import evaluate as evaluate_task
-from wsss_core.config import load_config
 from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace_config import load_workspace_config
 
 
 @flow(name="evaluate", persist_result=False)
@@ -23,10 +23,11 @@ def evaluate(workspace: str, config_file: str | None = None) -> Evaluation | Non
 
     Args:
         workspace: the workspace directory (must hold a manifest and a classifier).
-        config_file: YAML with any subset of the config sections; defaults otherwise.
+        config_file: YAML with any subset of the config sections; default: the
+            workspace's saved config (``config.yaml``), else the defaults.
     """
-    config = load_config(config_file)
     ws = Workspace(Path(workspace))
     ws.require_manifest()
+    config = load_workspace_config(ws, config_file)
     with workspace_lock(ws, "evaluation"):
         return evaluate_task(ws, config)

@@ -9,10 +9,10 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.ingest import ingest_source
-from wsss_core.config import load_config
 from wsss_core.data.sources import IngestOptions, IngestSummary
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace_config import load_workspace_config
 
 
 @flow(name="ingest", persist_result=False)
@@ -34,8 +34,8 @@ def ingest_data(
         options: source options (split, classes, ...); defaults otherwise.
         config_file: YAML config; its ``demo`` and ``review`` sections are used.
     """
-    config = load_config(config_file)
     ws = Workspace(Path(workspace))
+    config = load_workspace_config(ws, config_file)
     with workspace_lock(ws, f"{source} ingest"):
         return ingest_source(
             ws, source, path, options or IngestOptions(), demo=config.demo, review=config.review

@@ -14,15 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.futures import wait
+from prefect.futures import PrefectFutureList, wait
 from prefect.states import Failed, State
 
 from flows.runners import RunnerOptions, make_task_runner
 from tasks.maps import cam_shard, crf_shard, grow_shard, seeds_shard
-from wsss_core.config import PipelineConfig, load_config
-from wsss_core.stages.common import ShardFailure, current_model_hash, shard_count
+from wsss_core.config import PipelineConfig
+from wsss_core.stages.common import (
+    ShardFailure,
+    ShardOutcome,
+    checked_model_hash,
+    shard_count,
+)
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
 
 # Stage name -> its per-shard task, in pipeline order.
 MAP_STAGE_TASKS = {"cam": cam_shard, "seeds": seeds_shard, "grown": grow_shard, "crf": crf_shard}
@@ -37,6 +43,8 @@ class LabelResult:
     computed_images: dict[str, int] = field(default_factory=dict)
 
     def failure_message(self) -> str:
+        if not self.failures:
+            return "no shard failed"
         first = self.failures[0]
         more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
         return (
@@ -45,17 +53,27 @@ class LabelResult:
         )
 
 
-def _error_text(future) -> str:
-    error = future.result(raise_on_failure=False)
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return future.state.message or "failed"
+def collect_shards(
+    stage: str, shards: list[int], futures: PrefectFutureList
+) -> tuple[list[ShardOutcome], list[ShardFailure]]:
+    """Wait for every shard of a stage; the finished ones' outcomes and the failures."""
+    wait(futures)  # every shard ends, done or failed, before the stage is judged
+    done, failures = [], []
+    for shard_index, future in zip(shards, futures, strict=True):
+        try:
+            done.append(future.result())
+        except Exception as error:  # the task's own error, or its worker's death (Dask)
+            failure = ShardFailure(stage, shard_index, f"{type(error).__name__}: {error}")
+            get_run_logger().error(f"{failure}; its images skip the later stages")
+            failures.append(failure)
+    return done, failures
 
 
 def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) -> LabelResult:
     """Run the four map stages over every shard (call inside a flow)."""
     logger = get_run_logger()
-    alive = list(range(shard_count(workspace, config)))
+    total = shard_count(workspace, config)
+    alive = list(range(total))
     computed: dict[str, int] = {}
     images: dict[str, int] = {}
     seconds: dict[str, float] = {}
@@ -63,22 +81,12 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
     for stage, stage_task in MAP_STAGE_TASKS.items():
         started = time.perf_counter()
         futures = stage_task.map(unmapped(workspace), unmapped(config), alive, unmapped(model_hash))
-        wait(futures)  # every shard ends, done or failed, before judging the stage
-        survivors = []
-        computed[stage] = images[stage] = 0
-        for shard_index, future in zip(alive, futures, strict=True):
-            if future.state.is_completed():
-                outcome = future.result()
-                computed[stage] += outcome.computed
-                images[stage] += outcome.computed_images
-                survivors.append(shard_index)
-            else:
-                failure = ShardFailure(stage, shard_index, _error_text(future))
-                logger.error(f"{failure}; its images skip the later stages")
-                failures.append(failure)
-        alive = survivors
+        done, stage_failures = collect_shards(stage, alive, futures)
+        computed[stage] = sum(outcome.computed for outcome in done)
+        images[stage] = sum(outcome.computed_images for outcome in done)
+        failures += stage_failures
+        alive = [outcome.shard_index for outcome in done]
         seconds[stage] = time.perf_counter() - started
-    total = shard_count(workspace, config)
     logger.info(
         f"{total} shard(s); shards recomputed {computed}, images computed {images}; "
         f"{len(failures)} failed"
@@ -98,14 +106,16 @@ def label(
 
     Args:
         workspace: the workspace directory (must hold a manifest and a classifier).
-        config_file: YAML with any subset of the config sections; defaults otherwise.
+        config_file: YAML with any subset of the config sections; default: the
+            workspace's saved config (``config.yaml``), else the defaults.
     """
-    config = load_config(config_file)
     ws = Workspace(Path(workspace))
     ws.require_manifest()
+    config = load_workspace_config(ws, config_file)
     with workspace_lock(ws, "label run"):
+        save_workspace_config(ws, config, "label run")
         sweep_leftovers(ws)
-        result = label_shards(ws, config, current_model_hash(ws))
+        result = label_shards(ws, config, checked_model_hash(ws))
     if result.failures:
         return Failed(message=result.failure_message(), data=result)
     return result

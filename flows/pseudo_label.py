@@ -20,12 +20,13 @@ from tasks.publish import publish_review
 from tasks.report import report
 from tasks.review import sync_reviews
 from tasks.train import train
-from wsss_core.config import PipelineConfig, load_config
+from wsss_core.config import PipelineConfig
 from wsss_core.report.run_report import RunSummary
 from wsss_core.stages.common import ShardFailure
 from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def pseudo_label(
 
     Args:
         workspace: the workspace directory (created when ``demo`` is set).
-        config_file: YAML with any subset of the config sections; defaults otherwise.
+        config_file: YAML with any subset of the config sections; default: the
+            config the workspace's last run saved (``config.yaml``), else the defaults.
         demo: generate the demo dataset and ingest it first.
         publish: publish the results to the FiftyOne review dataset.
         refresh: read the workspace's source again first, so images added since
@@ -72,9 +74,10 @@ def pseudo_label(
             kept and only new or changed images get maps.
         runner: where the per-shard tasks run (threads by default; Dask).
     """
-    config = load_config(config_file)
     ws = Workspace(Path(workspace))
+    config = load_workspace_config(ws, config_file)
     with workspace_lock(ws, "pseudo-label run"):
+        save_workspace_config(ws, config, "pseudo-label run")
         return _pseudo_label(ws, config, config_file, demo, publish, refresh, retrain, runner)
 
 

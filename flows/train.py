@@ -11,22 +11,25 @@ from prefect import flow
 from pydantic import ValidationError
 
 from tasks.train import train as train_task
-from wsss_core.config import PipelineConfig, describe_validation_error, load_config
+from wsss_core.config import PipelineConfig, describe_validation_error
 from wsss_core.model.reuse import TrainOutcome
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
 
 
 def training_config(
+    ws: Workspace,
     config_file: str | None,
     train_overrides: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> PipelineConfig:
-    """The config file (or defaults) with command-line overrides of the ``train`` section.
+    """The config file (else the workspace's saved one, else the defaults) with
+    command-line overrides of the ``train`` section.
 
     Validated as a whole, so a bad override is the same clear error as a bad file.
     """
-    config = load_config(config_file)
+    config = load_workspace_config(ws, config_file)
     raw = config.model_dump()
     raw["train"] = {**raw["train"], **(train_overrides or {})}
     if device is not None:
@@ -57,8 +60,10 @@ def train(
             (``models/last.pt``); False always starts over unless up to date.
         force: train from scratch even when the model is up to date.
     """
-    config = training_config(config_file, train_overrides, device)
     ws = Workspace(Path(workspace))
     ws.require_manifest()
+    config = training_config(ws, config_file, train_overrides, device)
     with workspace_lock(ws, "training"):
+        # Saved with the overrides: a later `wsss run` then reuses this model.
+        save_workspace_config(ws, config, "training")
         return train_task(ws, config, resume=resume, force=force)

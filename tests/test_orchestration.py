@@ -125,6 +125,19 @@ def test_label_flow_computes_every_shard_then_nothing(trained):
     assert again.computed_shards == {stage: 0 for stage in MAP_STAGES}
 
 
+def test_commands_without_config_use_the_config_the_last_run_saved(trained, capsys):
+    from wsss_cli.main import main
+
+    workspace = trained["workspace"]
+    saved = load_config(workspace.config_path)
+    assert saved == load_config(trained["config"])  # a valid config file, the run's own
+    assert main(["status", "--workspace", str(workspace.root)]) == 0
+    out = capsys.readouterr().out
+    assert "up to date with the train config" in out
+    crf_line = next(line for line in out.splitlines() if line.startswith("crf"))
+    assert crf_line.split() == ["crf", str(IMAGES - HELD_BACK), "0", "0", "0"]  # all done
+
+
 def test_evaluate_flow_scores_up_to_date_shards_only(trained, tmp_path):
     from flows.evaluate import evaluate
 
@@ -245,3 +258,35 @@ def test_runner_options_that_do_not_fit_are_a_usage_error(trained, capsys):
     code = main(["label", "--workspace", workspace, "--runner", "threads", "--dask-address", "x"])
     assert code == 2
     assert "usage error: a Dask scheduler address needs kind 'dask'" in capsys.readouterr().err
+
+
+def _shard_or_die(shard_index: int):
+    """A stand-in shard task whose shard 1 kills its worker process (like a segfault)."""
+    import os
+
+    from wsss_core.stages.common import ShardOutcome
+
+    if shard_index == 1:
+        os._exit(1)
+    return ShardOutcome("crf", shard_index, 1, True, 0.0, 1)
+
+
+def test_a_dask_worker_dying_fails_its_shard_only(prefect_harness):
+    import dask
+    from prefect import flow, task
+
+    from flows.label import collect_shards
+    from flows.runners import RunnerOptions, make_task_runner, prefect_api_for_workers
+
+    shard_task = task(_shard_or_die, name="shard-or-die", retries=0)
+
+    @flow(task_runner=make_task_runner(RunnerOptions(kind="dask", workers=2)))
+    def stage_with_a_crash():
+        return collect_shards("crf", [0, 1, 2], shard_task.map([0, 1, 2]))
+
+    # A killed worker's task is not handed to another worker (Dask retries it 3 times).
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), prefect_api_for_workers():
+        done, failures = stage_with_a_crash()
+    assert [outcome.shard_index for outcome in done] == [0, 2]
+    assert [(f.stage, f.shard_index) for f in failures] == [("crf", 1)]
+    assert failures[0].error.startswith("KilledWorker")

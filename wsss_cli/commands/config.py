@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 class Config:
@@ -19,14 +20,24 @@ class Config:
             "is a valid config file.",
         )
         show.add_argument("--config", help="YAML config file (any subset of sections)")
+        show.add_argument(
+            "--workspace", help="show the config this workspace's last run saved (config.yaml)"
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from wsss_core.config import load_config
         from wsss_core.config_yaml import commented_yaml
+        from wsss_core.store.workspace import Workspace
+        from wsss_core.store.workspace_config import describe_config_source, load_workspace_config
 
-        config = load_config(args.config)
-        source = f"{args.config} over the defaults" if args.config else "the defaults"
+        if args.workspace:
+            workspace = Workspace(Path(args.workspace))
+            config = load_workspace_config(workspace, args.config)
+            source = describe_config_source(workspace, args.config)
+        else:
+            config = load_config(args.config)
+            source = f"{args.config} over the defaults" if args.config else "the defaults"
         print(f"# wsss configuration: {source}")
         print(commented_yaml(config), end="")
         return 0

@@ -24,17 +24,20 @@ class Export:
         parser.add_argument(
             "--only-approved", action="store_true", help="only masks a reviewer approved"
         )
-        parser.add_argument("--config", help="YAML config file")
+        parser.add_argument(
+            "--config", help="YAML config file (default: the workspace's, saved by its last run)"
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from wsss_core.config import load_config
         from wsss_core.export.voc import export_voc
         from wsss_core.store.workspace import Workspace
+        from wsss_core.store.workspace_config import load_workspace_config
 
+        workspace = Workspace(Path(args.workspace))
         summary = export_voc(
-            Workspace(Path(args.workspace)),
-            load_config(args.config),
+            workspace,
+            load_workspace_config(workspace, args.config),
             Path(args.out),
             stage=args.stage,
             only_approved=args.only_approved,

@@ -16,7 +16,11 @@ def _add_workspace(parser: argparse.ArgumentParser, default: str | None = None) 
         parser.add_argument("--workspace", default=default, help="workspace directory")
     else:
         parser.add_argument("--workspace", required=True, help="workspace directory")
-    parser.add_argument("--config", help="YAML config file (any subset of sections)")
+    parser.add_argument(
+        "--config",
+        help="YAML config file (any subset of sections); default: the workspace's "
+        "config.yaml, saved by its last run",
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -72,12 +76,12 @@ def _print_pipeline_result(result) -> None:
 
 def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
     from flows.pseudo_label import pseudo_label
-    from wsss_core.config import load_config
     from wsss_core.store.workspace import Workspace
+    from wsss_core.store.workspace_config import load_workspace_config
 
     runner = runner_options(args)
     config_file = _config_file(args)
-    config = load_config(config_file)
+    config = load_workspace_config(Workspace(Path(args.workspace)), config_file)
     if not args.no_publish and config.review.database_uri:
         from wsss_core.review.fiftyone_adapter import check_database
 

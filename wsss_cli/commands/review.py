@@ -28,9 +28,10 @@ class Review:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from wsss_core.config import load_config
+        from wsss_core.store.workspace import Workspace
+        from wsss_core.store.workspace_config import load_workspace_config
 
-        config = load_config(args.config).review
+        config = load_workspace_config(Workspace(Path(args.workspace)), args.config).review
         if config.database_uri:
             from wsss_core.review.fiftyone_adapter import check_database
 

@@ -13,7 +13,10 @@ class Status:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--workspace", required=True, help="workspace directory")
-        parser.add_argument("--config", help="YAML config file (the one `wsss run` would use)")
+        parser.add_argument(
+            "--config",
+            help="YAML config file (default: the workspace's, saved by its last run)",
+        )
         parser.add_argument(
             "--shards", action="store_true", help="also list each stage's pending shards"
         )
@@ -21,12 +24,12 @@ class Status:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         # The library only: no Prefect import, so the answer comes in about a second.
-        from wsss_core.config import load_config
         from wsss_core.stages.status import workspace_status
         from wsss_core.store.workspace import Workspace
+        from wsss_core.store.workspace_config import load_workspace_config
 
-        config = load_config(args.config)
         workspace = Workspace(Path(args.workspace))
         workspace.require_manifest()
+        config = load_workspace_config(workspace, args.config)
         print("\n".join(workspace_status(workspace, config).lines(shards=args.shards)))
         return 0

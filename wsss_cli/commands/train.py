@@ -106,9 +106,10 @@ class Train:
 
         config_file = str(Path(args.config).resolve()) if args.config else None
         overrides = _overrides(args)
-        config = training_config(config_file, overrides, args.device)  # validate first
+        workspace = Workspace(Path(args.workspace))
+        config = training_config(workspace, config_file, overrides, args.device)  # validate first
         resolve_device(config.device)
-        Workspace(Path(args.workspace)).require_manifest()
+        workspace.require_manifest()
         try:
             outcome = train(
                 workspace=str(Path(args.workspace).resolve()),

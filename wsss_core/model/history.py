@@ -20,8 +20,6 @@ seconds     float64        wall time of the epoch, validation included
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from wsss_core.store.atomic import atomic_write
 from wsss_core.store.parquet_io import read_metadata, read_table, write_table
 
 HISTORY_SCHEMA_VERSION = 1
@@ -135,12 +134,4 @@ def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "") ->
             axis.set_xticks(epochs if len(epochs) <= 20 else epochs[:: math.ceil(len(epochs) / 20)])
     if title:
         figure.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp_name, dpi=100)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp_name: figure.savefig(tmp_name, dpi=100, format="png"))

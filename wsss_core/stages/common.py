@@ -9,7 +9,7 @@ from pathlib import Path
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
-from wsss_core.model.checkpoint import file_hash
+from wsss_core.model.checkpoint import file_hash, load_checkpoint
 from wsss_core.store.maps import Lineage, cam_shard_has_class_scores, read_lineage
 from wsss_core.store.workspace import Workspace
 
@@ -65,6 +65,16 @@ def current_model_hash(workspace: Workspace) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model; run `wsss train` first")
     return file_hash(path)  # the same hash load_checkpoint reports, so lineages agree
+
+
+def checked_model_hash(workspace: Workspace) -> str:
+    """The current checkpoint's hash, once it is known to load and to fit the manifest's classes.
+
+    Flows call it once before mapping the shards, so a missing or mismatched
+    model is one clear error instead of the same failure in every shard.
+    """
+    classes = read_manifest(workspace).class_names
+    return load_checkpoint(workspace.model_path, "cpu", class_names=classes).file_hash
 
 
 def expected_lineage(

@@ -10,10 +10,21 @@ from pathlib import Path
 TEMP_SUFFIX = ".tmp"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _process_umask() -> int:
+    """The umask, read without changing it where Linux allows (no window for other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)  # elsewhere: set-and-restore, once, at import
     os.umask(mask)
     return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -25,7 +36,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         write(tmp_name)
         # mkstemp makes the file private (0600); a workspace file gets the usual
         # mode, so reviewers' services and colleagues can read it.
-        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.chmod(tmp_name, _FILE_MODE)
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

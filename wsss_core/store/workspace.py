@@ -25,6 +25,11 @@ class Workspace:
         return self.root / "manifest.parquet"
 
     @property
+    def config_path(self) -> Path:
+        """The config of the last run (``store/workspace_config.py``)."""
+        return self.root / "config.yaml"
+
+    @property
     def quarantine_path(self) -> Path:
         return self.root / "quarantine.parquet"
 
