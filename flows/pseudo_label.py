@@ -41,6 +41,7 @@ class PipelineResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: tuple[ShardFailure, ...] = ()
     computed_images: dict[str, int] = field(default_factory=dict)
+    model_behind_data: bool = False  # reused although training images changed since
 
 
 def new_run_id() -> str:
@@ -130,6 +131,7 @@ def _pseudo_label(
         evaluation,
         labelled.failures,
         labelled.computed_images,
+        training.data_changed,
     )
     written = report(ws, config, summary)
     result = PipelineResult(
@@ -143,6 +145,7 @@ def _pseudo_label(
         seconds,
         labelled.failures,
         labelled.computed_images,
+        training.data_changed,
     )
     if labelled.failures:
         return Failed(message=labelled.failure_message(), data=result)

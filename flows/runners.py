@@ -36,15 +36,6 @@ class RunnerOptions(BaseModel):
             raise ValueError("workers sizes a LocalCluster; a scheduler address has its own")
         return self
 
-    def describe(self) -> str:
-        if self.kind == "threads":
-            return f"threads ({self.workers or 'default'} workers)"
-        return (
-            f"dask scheduler {self.address}"
-            if self.address
-            else (f"dask LocalCluster ({self.workers or 'default'} workers)")
-        )
-
 
 def make_task_runner(options: RunnerOptions) -> TaskRunner:
     if options.kind == "threads":
@@ -91,7 +82,7 @@ def prefect_api_for_workers(startup_timeout: int = 90) -> Iterator[str]:
             try:
                 yield server.api_url
             finally:
-                del os.environ["PREFECT_API_URL"]
+                os.environ.pop("PREFECT_API_URL", None)
     finally:
         server.stop()
 

@@ -57,8 +57,19 @@ def test_second_holder_is_refused_and_the_lock_is_released(tmp_path):
 
 def test_the_holding_process_may_reenter_and_releases_on_the_last_exit(tmp_path):
     workspace = Workspace(tmp_path / "ws")
-    with workspace_lock(workspace, "run"), workspace_lock(workspace, "sub-flow"):
-        pass
+    with workspace_lock(workspace, "run"):
+        with workspace_lock(workspace, "sub-flow"):
+            pass
+        # Still held after the inner exit: another process is refused.
+        with pytest.raises(subprocess.CalledProcessError):
+            subprocess.run(
+                [sys.executable, "-c", _HOLDER, str(workspace.root), "intruder"],
+                input="\n",
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parents[1],
+            )
     # Released: another process can take it now.
     with held_by_another_process(workspace, "next run"):
         pass
@@ -74,3 +85,23 @@ def test_a_run_on_a_locked_workspace_is_a_one_line_error(tmp_path, capsys, prefe
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("wsss run: error:") and "in use (scheduled run" in err
+
+
+def test_another_thread_of_the_holding_process_is_refused(tmp_path):
+    import threading
+
+    workspace = Workspace(tmp_path / "ws")
+    errors: list[BaseException] = []
+
+    def second_run() -> None:
+        try:
+            with workspace_lock(workspace, "second run"):
+                pass
+        except WorkspaceLocked as error:
+            errors.append(error)
+
+    with workspace_lock(workspace, "first run"):
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and "in use" in str(errors[0])

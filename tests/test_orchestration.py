@@ -143,6 +143,13 @@ def test_evaluate_flow_scores_up_to_date_shards_only(trained, tmp_path):
 
     evaluation = evaluate(workspace=str(trained["workspace"].root), config_file=trained["config"])
     assert evaluation.images == IMAGES - HELD_BACK and evaluation.pending_shards == 0
+    # One shard without its crf maps: the others are scored, it is counted as pending.
+    partial = Workspace(tmp_path / "partial")
+    shutil.copytree(trained["snapshot"].root, partial.root)
+    partial.shard_path("crf", 1).unlink()
+    evaluation = evaluate(workspace=str(partial.root), config_file=trained["config"])
+    assert evaluation.pending_shards == 1
+    assert evaluation.images == IMAGES - HELD_BACK - SHARD_SIZE
     # A CRF change makes every shard's crf maps stale: nothing may be scored.
     changed = _write_config(tmp_path / "crf.yaml", crf={"iterations": 3})
     with pytest.raises(ValueError, match="up-to-date maps"):
@@ -205,6 +212,7 @@ def test_images_added_to_the_source_cost_only_their_own_maps(trained):
     )
     assert len(read_manifest(workspace)) == IMAGES
     assert not result.trained  # the current classifier is kept: no retraining by default
+    assert result.model_behind_data  # ... and the run says the model is behind its data
     assert result.computed_shards == {stage: 1 for stage in MAP_STAGES}
     assert result.computed_images == {stage: HELD_BACK for stage in MAP_STAGES}
     for stage in MAP_STAGES:  # shards 0 and 1 were not rewritten

@@ -233,3 +233,20 @@ def test_cli_status_without_manifest_is_a_one_line_error(tmp_path: Path, capsys)
     err = captured.err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("wsss status: error:") and "ingest data first" in err[0]
+
+
+def test_a_new_class_means_a_run_retrains_and_status_says_so(complete: Workspace, tmp_path: Path):
+    from wsss_core.model.reuse import train_or_reuse
+
+    workspace = _copy(complete, tmp_path / "ws")
+    manifest = read_manifest(workspace)
+    write_manifest(workspace, manifest.all_rows, [*manifest.class_names, "zebra"], manifest.source)
+    status = workspace_status(workspace, CONFIG)
+    assert not status.model.kept_by_runs and not status.model.up_to_date
+    text = "\n".join(status.lines())
+    assert "trained on another class list" in text
+    assert "a run that retrains it makes every map below stale" in text
+    outcome = train_or_reuse(
+        workspace, CONFIG, log=lambda _: None, show_progress=False, keep_current=True
+    )
+    assert outcome.trained  # what status predicted

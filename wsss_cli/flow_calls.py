@@ -37,10 +37,24 @@ def runner_options(args: argparse.Namespace):
         return None
     kind = args.runner or ("dask" if args.dask_address else "threads")
     try:
-        return RunnerOptions(kind=kind, workers=args.workers, address=args.dask_address)
+        options = RunnerOptions(kind=kind, workers=args.workers, address=args.dask_address)
     except ValidationError as error:
         messages = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
         raise UsageError(messages) from None
+    if options.address:
+        from prefect.settings import PREFECT_API_URL
+
+        # A temporary server would listen on 127.0.0.1, out of the workers' reach.
+        if not PREFECT_API_URL.value():
+            raise UsageError(
+                "--dask-address needs PREFECT_API_URL set to a Prefect server the Dask "
+                "workers reach too (see README, 'Scaling out with Dask')"
+            )
+    return options
+
+
+def uses_dask(runner) -> bool:
+    return runner is not None and runner.kind == "dask"
 
 
 def call_flow(flow_function, dask: bool = False, **parameters: Any) -> tuple[Any, Any]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from wsss_cli.flow_calls import add_runner_arguments, call_flow, runner_options
+from wsss_cli.flow_calls import add_runner_arguments, call_flow, runner_options, uses_dask
 
 DEFAULT_DEMO_WORKSPACE = "demo-workspace"
 
@@ -64,6 +64,11 @@ def _print_failures(state, result) -> int:
 def _print_pipeline_result(result) -> None:
     verb = "trained" if result.trained else "reused"
     print(f"classifier: validation mAP {result.val_map:.4f} ({verb})")
+    if result.model_behind_data:
+        print(
+            "  the labelled training images changed since it was trained: "
+            "`wsss run --retrain` learns from them"
+        )
     _print_stage_counts(result)
     if result.evaluation is not None:
         print(f"\nmIoU per stage over {result.evaluation.images} images with ground truth:")
@@ -90,7 +95,7 @@ def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
         Workspace(Path(args.workspace)).require_manifest()
     state, result = call_flow(
         pseudo_label,
-        dask=runner is not None and runner.kind == "dask",
+        dask=uses_dask(runner),
         workspace=str(Path(args.workspace).resolve()),
         config_file=config_file,
         demo=demo,
@@ -155,7 +160,7 @@ class Label:
         Workspace(Path(args.workspace)).require_manifest()
         state, result = call_flow(
             label_with_runner(runner),
-            dask=runner is not None and runner.kind == "dask",
+            dask=uses_dask(runner),
             workspace=str(Path(args.workspace).resolve()),
             config_file=config_file,
         )

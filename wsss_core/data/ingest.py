@@ -65,7 +65,7 @@ def ingest(
     pure function of them, so the manifest is replaced, not merged). ``review``:
     where FiftyOne's database is (kind ``fiftyone``).
     """
-    options = options or IngestOptions()
+    options = _absolute_paths(options or IngestOptions())
     if kind == "voc":
         from wsss_core.data.voc_source import scan_voc
 
@@ -96,6 +96,16 @@ def ingest(
     return ingest_scan(scan, workspace, options)
 
 
+def _absolute_paths(options: IngestOptions) -> IngestOptions:
+    """Path options made absolute, so a later refresh from another directory reads the same."""
+    paths = {
+        name: str(Path(value).resolve())
+        for name in ("images", "labels", "masks", "classes")
+        if (value := getattr(options, name)) and not (name == "classes" and value == "voc")
+    }
+    return options.model_copy(update=paths)
+
+
 def reingest(
     workspace: Workspace, demo: DemoConfig | None = None, review: ReviewConfig | None = None
 ) -> IngestSummary:
@@ -109,7 +119,7 @@ def reingest(
     if kind not in SOURCE_KINDS or not path:
         raise ValueError(
             f"{workspace.manifest_path}: no recorded source to read again "
-            f"(kind {kind!r}); run `wsss ingest` once with this version"
+            f"(kind {kind!r}); ingest it with `wsss ingest` (or data.ingest.ingest) once"
         )
     options = IngestOptions.model_validate_json(manifest.source.get("ingest_options") or "{}")
     return ingest(kind, path, workspace, options, demo=demo, review=review)

@@ -19,16 +19,17 @@ Decision order for a workspace (``models/``):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from wsss_core.config import PipelineConfig, stage_config_hash
-from wsss_core.data.manifest import read_manifest
+from wsss_core.data.manifest import Manifest, read_manifest
 from wsss_core.model.checkpoint import (
     TRAINING_STATE_FORMAT,
+    LoadedClassifier,
     TrainingPaths,
     check_class_names,
     load_checkpoint,
@@ -73,6 +74,32 @@ def _unfinished_run_matches(paths: TrainingPaths, lineage: dict[str, str]) -> bo
     )
 
 
+def training_lineage(config: PipelineConfig, manifest: Manifest) -> dict[str, str]:
+    """What a checkpoint must record to count as trained on this config and data."""
+    return {
+        "config_hash": stage_config_hash(config, "train"),
+        "training_data_hash": manifest.training_hash,
+    }
+
+
+def can_reuse(
+    checkpoint: LoadedClassifier,
+    lineage: dict[str, str],
+    class_names: Sequence[str],
+    keep_current: bool,
+) -> bool:
+    """The reuse rule of steps 3 and 3b (one place: ``wsss status`` asks it too)."""
+    if not checkpoint.complete:
+        return False
+    if checkpoint.lineage == lineage:
+        return True
+    return (
+        keep_current
+        and checkpoint.lineage.get("config_hash") == lineage["config_hash"]
+        and tuple(checkpoint.class_names) == tuple(class_names)
+    )
+
+
 def train_or_reuse(
     workspace: Workspace,
     config: PipelineConfig,
@@ -88,22 +115,11 @@ def train_or_reuse(
         raise ValueError("force (train from scratch) and resume exclude each other")
     manifest = read_manifest(workspace)
     paths = TrainingPaths.in_dir(workspace.models_dir)
-    lineage = {
-        "config_hash": stage_config_hash(config, "train"),
-        "training_data_hash": manifest.training_hash,
-    }
+    lineage = training_lineage(config, manifest)
     if not force and not resume and paths.best.exists():
         current = load_checkpoint(paths.best)
         data_changed = current.lineage.get("training_data_hash") != lineage["training_data_hash"]
-        reusable = current.complete and (
-            current.lineage == lineage
-            or (
-                keep_current
-                and current.lineage.get("config_hash") == lineage["config_hash"]
-                and tuple(current.class_names) == tuple(manifest.class_names)
-            )
-        )
-        if reusable:
+        if can_reuse(current, lineage, manifest.class_names, keep_current):
             check_class_names(current.class_names, manifest.class_names, paths.best)
             if data_changed:
                 log(

@@ -315,8 +315,8 @@ def _check_resumable(
         path,
         "; the manifest changed since that run: train without --resume",
     )
-    stored_data = state.get("training_data_hash", "")
-    if stored_data and stored_data != manifest.training_hash:
+    # A state without the hash predates it: its data cannot be vouched for.
+    if state.get("training_data_hash") != manifest.training_hash:
         raise ValueError(
             f"{path}: the training images changed since that run (different images, labels "
             "or splits); train without --resume"

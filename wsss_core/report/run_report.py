@@ -30,6 +30,7 @@ class RunSummary:
     evaluation: Evaluation | None = None
     failures: tuple[ShardFailure, ...] = ()
     computed_images: dict[str, int] = field(default_factory=dict)
+    model_behind_data: bool = False  # reused although training images changed since
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ def _sample_panels(workspace: Workspace, config: PipelineConfig, count: int) -> 
     return panels
 
 
+def _table_cell(text: str) -> str:
+    """One line without pipes: a markdown table cell."""
+    return " ".join(text.split()).replace("|", "/")
+
+
 def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path]) -> str:
     manifest = read_manifest(workspace)
     quarantine = Counter(item.reason.split(":", 1)[0] for item in read_quarantine(workspace))
@@ -71,7 +77,13 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
         f"- workspace: `{workspace.root}`",
         f"- images: {len(manifest)} in the manifest, {sum(quarantine.values())} quarantined",
         f"- classifier: validation mAP {summary.val_map:.4f} "
-        f"({'trained this run' if summary.trained else 'reused'})",
+        f"({'trained this run' if summary.trained else 'reused'})"
+        + (
+            "; the labelled training images changed since it was trained "
+            "(retrain to learn from them)"
+            if summary.model_behind_data
+            else ""
+        ),
         "",
         "## Stages",
         "",
@@ -94,8 +106,7 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
             "| --- | ---: | --- |",
         ]
         lines += [
-            f"| {f.stage} | {f.shard_index} | {f.error.replace('|', '/')} |"
-            for f in summary.failures
+            f"| {f.stage} | {f.shard_index} | {_table_cell(f.error)} |" for f in summary.failures
         ]
     if summary.evaluation is not None:
         lines += [

@@ -28,7 +28,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import ConfusionMatrix
-from wsss_core.stages.common import current_model_hash, expected_lineage, is_fresh
+from wsss_core.stages.common import current_model_hash, expected_lineage, output_is_current
 from wsss_core.store.maps import CamRecord, read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import write_table
 from wsss_core.store.workspace import Workspace
@@ -101,6 +101,8 @@ def evaluate_workspace(
     """
     manifest = read_manifest(workspace)
     records = manifest.by_id()
+    if not any(record.gt_uri for record in manifest.records):
+        return None
     model = model_hash or current_model_hash(workspace)
     num_labels = len(manifest.class_names) + 1
     matrices = {stage: ConfusionMatrix(num_labels) for stage in EVALUATED_STAGES}
@@ -109,7 +111,8 @@ def evaluate_workspace(
         if not shard:
             continue
         if not all(
-            is_fresh(
+            output_is_current(
+                stage,
                 workspace.shard_path(stage, shard_index),
                 expected_lineage(config, stage, model, shard),
             )
@@ -126,12 +129,10 @@ def evaluate_workspace(
                 matrices[stage].update(gt, prediction)
             images += 1
     if images == 0:
-        if pending and any(record.gt_uri for record in manifest.records):
-            raise ValueError(
-                f"none of the {pending} shard(s) with images has up-to-date maps for this "
-                "config and model: run `wsss label` (or `wsss run`) first"
-            )
-        return None
+        raise ValueError(
+            f"no image with ground truth has up-to-date maps ({pending} shard(s) pending "
+            "for this config and model): run `wsss label` (or `wsss run`) first"
+        )
     names = ("background", *manifest.class_names)
     scores = tuple(
         StageScore(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wsss_core.config import PipelineConfig, stage_config_hash
+from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import (
     STATUS_REMOVED,
     STATUS_UNLABELED,
@@ -24,6 +24,7 @@ from wsss_core.data.manifest import (
     read_quarantine,
 )
 from wsss_core.model.checkpoint import load_checkpoint
+from wsss_core.model.reuse import can_reuse, training_lineage
 from wsss_core.stages.common import expected_lineage, input_hashes, output_is_current
 from wsss_core.store.maps import reusable_ids
 from wsss_core.store.workspace import MAP_STAGES, Workspace
@@ -50,18 +51,11 @@ class ModelStatus:
     complete: bool = False
     config_current: bool = False  # trained with the current ``train`` section
     data_current: bool = False  # trained on the current labelled train/val images
+    classes_current: bool = False  # trained on the manifest's class list
     error: str | None = None  # why an existing checkpoint could not be read
-
-    @property
-    def kept_by_runs(self) -> bool:
-        """True when ``wsss run`` (which keeps the classifier by default) reuses it."""
-        return self.exists and self.error is None and self.complete and self.config_current
-
-    @property
-    def up_to_date(self) -> bool:
-        """True when a run reuses the checkpoint instead of training."""
-        reusable = self.complete and self.config_current and self.data_current
-        return self.exists and self.error is None and reusable
+    # The verdicts of model.reuse.can_reuse, so status and runs agree:
+    up_to_date: bool = False  # `wsss train` and `wsss run --retrain` reuse it
+    kept_by_runs: bool = False  # `wsss run` (which keeps a current model) reuses it
 
 
 @dataclass(frozen=True)
@@ -198,15 +192,18 @@ def model_status(workspace: Workspace, config: PipelineConfig, manifest: Manifes
         checkpoint = load_checkpoint(path)  # also gives the file hash: the file is read once
     except ValueError as error:
         return ModelStatus(path, exists=True, error=str(error))
-    lineage = checkpoint.lineage
+    stored, wanted = checkpoint.lineage, training_lineage(config, manifest)
     return ModelStatus(
         path,
         exists=True,
         file_hash=checkpoint.file_hash,
         val_map=checkpoint.val_map,
         complete=checkpoint.complete,
-        config_current=lineage.get("config_hash") == stage_config_hash(config, "train"),
-        data_current=lineage.get("training_data_hash") == manifest.training_hash,
+        config_current=stored.get("config_hash") == wanted["config_hash"],
+        data_current=stored.get("training_data_hash") == wanted["training_data_hash"],
+        classes_current=tuple(checkpoint.class_names) == tuple(manifest.class_names),
+        up_to_date=can_reuse(checkpoint, wanted, manifest.class_names, keep_current=False),
+        kept_by_runs=can_reuse(checkpoint, wanted, manifest.class_names, keep_current=True),
     )
 
 
@@ -237,7 +234,7 @@ def _describe_model(model: ModelStatus, root: Path) -> str:
     text = f"{name}, validation mAP {model.val_map:.4f}, "
     if model.up_to_date:
         return text + "up to date with the train config"
-    if model.complete and model.config_current:  # only the training images changed
+    if model.kept_by_runs:  # only the training images changed
         return text + (
             "the labelled training images changed since: `wsss run` keeps it (new images "
             "only get maps), `wsss run --retrain` or `wsss train` retrains"
@@ -247,6 +244,8 @@ def _describe_model(model: ModelStatus, root: Path) -> str:
         reasons.append("its training run is unfinished")
     if not model.config_current:
         reasons.append("trained with another train config")
+    if not model.classes_current:
+        reasons.append("trained on another class list")
     if not model.data_current:
         reasons.append("the labelled training images changed since")
     return text + "; ".join(reasons)

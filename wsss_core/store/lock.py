@@ -3,9 +3,11 @@
 An advisory ``flock`` on ``<workspace>/.wsss.lock``: the operating system drops it
 when the holder exits, however it exits, so a killed run never leaves a stale lock.
 
-The holding process may enter the lock again: a flow that calls its parts as
-sub-flows (``pseudo_label`` -> ``label``, ``evaluate``) keeps one lock for the
-whole run instead of releasing it between parts.
+The holder may enter the lock again: a flow that calls a part of the pipeline
+as a sub-flow (``pseudo_label`` -> ``label``) keeps one lock for the whole run
+instead of releasing it in between. "The holder" is the execution context that
+took it (a ``ContextVar``: the flow, its sub-flows and the threads Prefect
+starts for them), not the whole process, so an unrelated thread is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO
 
@@ -28,6 +31,8 @@ class WorkspaceLocked(RuntimeError):
 # Lock file path -> (open handle holding the flock, nesting depth) in this process.
 _held: dict[str, tuple[IO[str], int]] = {}
 _held_guard = threading.Lock()
+# Lock paths this execution context holds: who may enter again.
+_owned: ContextVar[frozenset[str]] = ContextVar("wsss_owned_locks", default=frozenset())
 
 
 @contextmanager
@@ -39,11 +44,18 @@ def workspace_lock(workspace: Workspace, purpose: str) -> Iterator[None]:
         entry = _held.get(path)
         if entry is None:
             _held[path] = (_acquire(path, workspace, purpose), 1)
-        else:
+        elif path in _owned.get():
             _held[path] = (entry[0], entry[1] + 1)
+        else:
+            raise WorkspaceLocked(
+                f"{workspace.root} is in use (another run in this process, pid {os.getpid()}); "
+                "wait for it to finish"
+            )
+    token = _owned.set(_owned.get() | {path})
     try:
         yield
     finally:
+        _owned.reset(token)
         with _held_guard:
             handle, depth = _held[path]
             if depth == 1:
