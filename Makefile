@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_refine.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_publish.py
+	$(BIN)/python benchmarks/bench_dask.py
 
 clean:
 	rm -rf demo-workspace .pytest_cache .ruff_cache
