@@ -69,7 +69,8 @@ def pseudo_label(
         demo: generate the demo dataset and ingest it first.
         publish: publish the results to the FiftyOne review dataset.
         refresh: read the workspace's source again first, so images added since
-            the last run are picked up (what the nightly deployment does).
+            the last run are picked up (what the nightly deployment does; a demo
+            run regenerates and ingests its data anyway).
         retrain: retrain when the labelled training images changed since the
             classifier was trained. Off by default: the current classifier is
             kept and only new or changed images get maps.
@@ -79,12 +80,22 @@ def pseudo_label(
     config = load_workspace_config(ws, config_file)
     with workspace_lock(ws, "pseudo-label run"):
         save_workspace_config(ws, config, "pseudo-label run")
-        return _pseudo_label(ws, config, config_file, demo, publish, refresh, retrain, runner)
+        return _pseudo_label(
+            ws,
+            config,
+            config_file=config_file,
+            demo=demo,
+            publish=publish,
+            refresh=refresh,
+            retrain=retrain,
+            runner=runner,
+        )
 
 
 def _pseudo_label(
     ws: Workspace,
     config: PipelineConfig,
+    *,
     config_file: str | None,
     demo: bool,
     publish: bool,
