@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import Flow, flow, get_run_logger, unmapped
 from prefect.futures import PrefectFutureList, wait
 from prefect.states import Failed, State
 
@@ -122,13 +122,17 @@ def label(
 
 
 def sweep_leftovers(ws: Workspace) -> None:
-    """Remove what writes killed in an earlier run left (safe: we hold the lock)."""
+    """Remove what writes killed in an earlier run left.
+
+    Safe because we hold the lock, as long as no task of a killed run is still
+    running on a Dask cluster (README, "Scaling out with Dask").
+    """
     removed = ws.remove_leftover_temp_files()
     if removed:
         get_run_logger().info(f"removed {removed} temporary file(s) of an interrupted run")
 
 
-def label_with_runner(runner: RunnerOptions | None):
+def label_with_runner(runner: RunnerOptions | None) -> Flow:
     """The label flow set to run its shards on ``runner`` (threads when None)."""
     if runner is None:
         return label

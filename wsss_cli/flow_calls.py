@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from flows.runners import RunnerOptions
 
 
 class UsageError(Exception):
@@ -29,7 +32,7 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def runner_options(args: argparse.Namespace):
+def runner_options(args: argparse.Namespace) -> RunnerOptions | None:
     """The parsed runner options, or None for Prefect's default thread pool."""
     from flows.runners import RunnerOptions
 
@@ -53,7 +56,7 @@ def runner_options(args: argparse.Namespace):
     return options
 
 
-def uses_dask(runner) -> bool:
+def uses_dask(runner: RunnerOptions | None) -> bool:
     return runner is not None and runner.kind == "dask"
 
 
