@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
@@ -22,14 +23,8 @@ DATASET = f"wsss-e2e-test-{os.getpid()}"
 TINY_CONFIG = {
     "shard_size": 10,
     "demo": {"num_images": 24, "image_size": 64, "seed": 3},
-    "train": {
-        "backbone": "resnet18",
-        "weights": None,
-        "image_size": 64,
-        "epochs": 1,
-        "batch_size": 8,
-    },
-    "cam": {"scales": [1.0], "batch_size": 8},
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
 }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -27,14 +28,8 @@ SHARD_SIZE = 10  # 27 images: shards 0 and 1 full, shard 2 gains the added ones
 CONFIG = {
     "shard_size": SHARD_SIZE,
     "device": "cpu",
-    "train": {
-        "backbone": "resnet18",
-        "weights": None,
-        "image_size": 64,
-        "epochs": 1,
-        "batch_size": 8,
-    },
-    "cam": {"scales": [1.0], "batch_size": 8},
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
 }
 
 
@@ -88,6 +83,15 @@ def _stage_arrays(workspace: Workspace) -> dict[tuple[str, str], list[np.ndarray
                     if record.confidence is not None:
                         arrays[stage, record.image_id].append(record.confidence)
     return arrays
+
+
+def _assert_maps_equal(
+    expected: dict[tuple[str, str], list[np.ndarray]], got: dict[tuple[str, str], list[np.ndarray]]
+) -> None:
+    """Every map of ``expected`` is in ``got``, equal array for array."""
+    for key, arrays in expected.items():
+        for want, have in zip(arrays, got[key], strict=True):
+            np.testing.assert_array_equal(have, want, err_msg=str(key))
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +174,7 @@ def test_dask_runner_gives_the_same_maps_as_threads(trained, tmp_path):
     assert result.computed_shards == {stage: 3 for stage in MAP_STAGES}
     expected, got = _stage_arrays(trained["snapshot"]), _stage_arrays(workspace)
     assert got.keys() == expected.keys()
-    for key, arrays in expected.items():
-        for want, have in zip(arrays, got[key], strict=True):
-            np.testing.assert_array_equal(have, want, err_msg=str(key))
+    _assert_maps_equal(expected, got)
 
 
 def test_a_failing_shard_is_reported_and_the_others_keep_their_results(trained, tmp_path):
@@ -219,9 +221,7 @@ def test_images_added_to_the_source_cost_only_their_own_maps(trained):
         paths = sorted(workspace.maps_dir(stage).glob("*"))[:2]
         assert [p.stat().st_mtime_ns for p in paths] == untouched[stage], stage
     after = _stage_arrays(workspace)
-    for key, arrays in before.items():  # kept rows are the very same maps
-        for want, have in zip(arrays, after[key], strict=True):
-            np.testing.assert_array_equal(have, want, err_msg=str(key))
+    _assert_maps_equal(before, after)  # kept rows are the very same maps
     # The merged shard equals a from-scratch computation of it, in manifest order.
     shard_two = workspace.shard_path("crf", 2)
     merged_ids = pq.read_table(shard_two, columns=["image_id"])["image_id"].to_pylist()
@@ -231,10 +231,9 @@ def test_images_added_to_the_source_cost_only_their_own_maps(trained):
     state, recomputed = _label(workspace.root, trained["config"])
     assert state.is_completed()
     assert recomputed.computed_images == {stage: SHARD_SIZE for stage in MAP_STAGES}
-    assert _stage_arrays(workspace).keys() == after.keys()
-    for key, arrays in _stage_arrays(workspace).items():
-        for want, have in zip(after[key], arrays, strict=True):
-            np.testing.assert_array_equal(have, want, err_msg=str(key))
+    from_scratch = _stage_arrays(workspace)
+    assert from_scratch.keys() == after.keys()
+    _assert_maps_equal(after, from_scratch)
 
 
 def test_the_cli_names_a_failed_shard_and_exits_1(trained, tmp_path, capsys):

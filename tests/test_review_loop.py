@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tiny_pipeline import TINY_TRAIN
 
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
@@ -21,13 +22,7 @@ DATASET = f"wsss-review-loop-{os.getpid()}"
 CONFIG = {
     "shard_size": 6,
     "demo": {"num_images": 12, "image_size": 48, "seed": 5},
-    "train": {
-        "backbone": "resnet18",
-        "weights": None,
-        "image_size": 48,
-        "epochs": 1,
-        "batch_size": 6,
-    },
+    "train": {**TINY_TRAIN, "image_size": 48, "batch_size": 6},
     "cam": {"scales": [1.0]},
 }
 

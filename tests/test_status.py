@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_cli.main import main
 from wsss_core.config import PipelineConfig
@@ -28,14 +29,8 @@ TINY = {
     "device": "cpu",
     "shard_size": 10,
     "demo": {"num_images": 24, "image_size": 64, "seed": 3},
-    "train": {
-        "backbone": "resnet18",
-        "weights": None,
-        "image_size": 64,
-        "epochs": 1,
-        "batch_size": 8,
-    },
-    "cam": {"scales": [1.0], "batch_size": 8},
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
 }
 CONFIG = PipelineConfig.model_validate(TINY)
 SHARD_IMAGES = (10, 10, 4)
