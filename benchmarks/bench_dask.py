@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from text_table import text_table
 
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,14 +72,6 @@ class Run:
     crf_seconds: float  # the flow's CRF stage, cluster start-up excluded
     wall_seconds: float  # the whole flow run, start-up included
     digest: str  # of every CRF label map and confidence, for the identity check
-
-
-def _table(rows: list[dict[str, str]]) -> str:
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys}
-    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
-    lines += ["  ".join(r[k].ljust(widths[k]) for k in keys) for r in rows]
-    return "\n".join(lines)
 
 
 def quiet_orchestration(home: Path) -> None:
@@ -195,7 +188,7 @@ def report(runs: dict[Runner, list[Run]], images: int, baseline: Runner) -> None
         }
         for runner, run in best.items()
     ]
-    print(_table(rows))
+    print(text_table(rows))
     reference = runs[baseline][0].digest
     for runner, rs in runs.items():
         same = all(r.digest == reference for r in rs)

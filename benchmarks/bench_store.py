@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from text_table import text_table
 
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -70,14 +71,6 @@ class Sizes:
 
 FULL = Sizes(ingest_images=2000, shard_images=256, stream_small=2000, stream_large=20000)
 QUICK = Sizes(ingest_images=200, shard_images=32, stream_small=200, stream_large=2000)
-
-
-def _table(rows: list[dict[str, str]]) -> str:
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys}
-    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
-    lines += ["  ".join(r[k].ljust(widths[k]) for k in keys) for r in rows]
-    return "\n".join(lines)
 
 
 def synthetic_cams(rng: np.random.Generator) -> np.ndarray:
@@ -304,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             started = time.perf_counter()
             rows = SECTIONS[name](sizes, scratch / name)
             print(f"\n== {name} ({time.perf_counter() - started:.0f} s)")
-            print(_table(rows), flush=True)
+            print(text_table(rows), flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
