@@ -114,14 +114,14 @@ def label(
     config = load_workspace_config(ws, config_file)
     with workspace_lock(ws, "label run"):
         save_workspace_config(ws, config, "label run")
-        sweep_leftovers(ws)
+        _sweep_leftovers(ws)
         result = label_shards(ws, config, checked_model_hash(ws))
     if result.failures:
         return Failed(message=result.failure_message(), data=result)
     return result
 
 
-def sweep_leftovers(ws: Workspace) -> None:
+def _sweep_leftovers(ws: Workspace) -> None:
     """Remove what writes killed in an earlier run left.
 
     Safe because we hold the lock, as long as no task of a killed run is still

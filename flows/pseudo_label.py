@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed, State
 
-from flows.label import LabelResult, label_with_runner, sweep_leftovers
+from flows.label import LabelResult, label_with_runner
 from flows.runners import RunnerOptions
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest_demo, reingest_source
@@ -104,7 +104,6 @@ def _pseudo_label(
     runner: RunnerOptions | None,
 ) -> PipelineResult | State:
     logger = get_run_logger()
-    sweep_leftovers(ws)
     if demo:
         ingest_demo(ws, config.demo)
     elif refresh:

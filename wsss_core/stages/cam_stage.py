@@ -24,11 +24,11 @@ from wsss_core.model.training import LoadedClassifier, load_checkpoint, to_tenso
 from wsss_core.stages.common import (
     ShardOutcome,
     expected_lineage,
-    input_hashes,
     output_is_current,
+    plan_rewrite,
     shard_records,
 )
-from wsss_core.store.maps import CamRecord, reusable_rows, write_cam_shard
+from wsss_core.store.maps import CamRecord, write_cam_shard
 from wsss_core.store.workspace import Workspace
 
 
@@ -139,12 +139,10 @@ def run_cam_shard(
     if model_hash is None and up_to_date(classifier.file_hash):
         return ShardOutcome("cam", shard_index, len(records), computed=False)
     lineage = expected_lineage(config, "cam", classifier.file_hash, records)
-    inputs = input_hashes(records)
-    reused = reusable_rows(path, lineage, inputs)
-    kept = set(reused["image_id"].to_pylist()) if reused is not None else set()
-    todo = [record for record in records if record.image_id not in kept]
+    plan = plan_rewrite(path, lineage, records)
     device = next(classifier.model.parameters()).device
-    cams = compute_cams(classifier, todo, config, device, show_progress, label=f"cam {shard_index}")
-    write_cam_shard(path, cams, lineage, config.cam.store_stride, inputs, reused)
+    label = f"cam {shard_index}"
+    cams = compute_cams(classifier, plan.todo, config, device, show_progress, label=label)
+    write_cam_shard(path, cams, lineage, config.cam.store_stride, plan.inputs, plan.reused)
     seconds = time.perf_counter() - started
-    return ShardOutcome("cam", shard_index, len(records), True, seconds, len(todo))
+    return ShardOutcome("cam", shard_index, len(records), True, seconds, len(plan.todo))

@@ -7,10 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
 from wsss_core.model.checkpoint import file_hash, load_checkpoint
-from wsss_core.store.maps import Lineage, cam_shard_has_class_scores, read_lineage
+from wsss_core.store.maps import (
+    Lineage,
+    cam_shard_has_class_scores,
+    read_lineage,
+    reusable_rows,
+)
 from wsss_core.store.workspace import Workspace
 
 
@@ -54,6 +61,23 @@ def input_hashes(records: Sequence[ImageRecord]) -> dict[str, str]:
         ).hexdigest()[:16]
         for record in records
     }
+
+
+@dataclass(frozen=True)
+class RewritePlan:
+    """How a stale shard is rewritten: which images to compute, which rows to keep."""
+
+    inputs: dict[str, str]  # image id -> input hash, in shard order (stored with the output)
+    reused: pa.Table | None  # rows of the previous output still valid
+    todo: list[ImageRecord]  # the images to compute
+
+
+def plan_rewrite(path: Path, lineage: Lineage, records: Sequence[ImageRecord]) -> RewritePlan:
+    """Keep the previous output's rows of unchanged images; compute the others."""
+    inputs = input_hashes(records)
+    reused = reusable_rows(path, lineage, inputs)
+    kept = set(reused["image_id"].to_pylist()) if reused is not None else set()
+    return RewritePlan(inputs, reused, [r for r in records if r.image_id not in kept])
 
 
 def current_model_hash(workspace: Workspace) -> str:

@@ -13,8 +13,8 @@ from wsss_core.stages.common import (
     ShardOutcome,
     current_model_hash,
     expected_lineage,
-    input_hashes,
     is_fresh,
+    plan_rewrite,
     shard_records,
 )
 from wsss_core.store.maps import (
@@ -22,7 +22,6 @@ from wsss_core.store.maps import (
     LabelRecord,
     read_cam_shard,
     read_label_shard,
-    reusable_rows,
     write_label_shard,
 )
 from wsss_core.store.workspace import Workspace
@@ -54,10 +53,8 @@ def run_label_stage(
     path = workspace.shard_path(stage, shard_index)
     if is_fresh(path, lineage):
         return ShardOutcome(stage, shard_index, len(records), computed=False)
-    inputs = input_hashes(records)
-    reused = reusable_rows(path, lineage, inputs)
-    kept = set(reused["image_id"].to_pylist()) if reused is not None else set()
-    todo = [record for record in records if record.image_id not in kept]
+    plan = plan_rewrite(path, lineage, records)
+    todo = plan.todo
     cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo, "cam")
     previous = (
         _by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), todo, upstream)
@@ -68,7 +65,7 @@ def run_label_stage(
     outputs = [
         per_image(record, cams[record.image_id], previous.get(record.image_id)) for record in bar
     ]
-    write_label_shard(path, stage, outputs, lineage, inputs, reused)
+    write_label_shard(path, stage, outputs, lineage, plan.inputs, plan.reused)
     seconds = time.perf_counter() - started
     return ShardOutcome(stage, shard_index, len(records), True, seconds, len(todo))
 
