@@ -376,6 +376,19 @@ def _best_metrics(run: _Run, config: TrainConfig, complete: bool) -> dict[str, A
     }
 
 
+def _write_history(
+    paths: TrainingPaths, run: _Run, manifest: Manifest, config: TrainConfig, complete: bool
+) -> None:
+    write_history(
+        paths.history,
+        run.history,
+        manifest.class_names,
+        config.model_dump(mode="json"),
+        run.best_epoch,
+        complete,
+    )
+
+
 def _mark_complete(paths: TrainingPaths, run: _Run, config: TrainConfig) -> None:
     """Re-write the best checkpoint with ``complete: True`` (same weights)."""
     payload = torch.load(paths.best, map_location="cpu", weights_only=True)
@@ -558,14 +571,7 @@ def train_classifier(
             )
         _save_training_state(paths.last, run, manifest, config, requested, lineage)
         complete = epoch == config.epochs
-        write_history(
-            paths.history,
-            run.history,
-            manifest.class_names,
-            config.model_dump(mode="json"),
-            run.best_epoch,
-            complete,
-        )
+        _write_history(paths, run, manifest, config, complete)
         plot_curves(paths.curves, run.history, f"{config.backbone}, {config.image_size} px")
         log(
             f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}  val mAP {val_map:.4f}"
@@ -577,14 +583,7 @@ def train_classifier(
     _mark_complete(paths, run, config)
     if resumed_from == config.epochs:
         log(f"nothing to resume: all {config.epochs} epochs of {paths.last} are done")
-        write_history(
-            paths.history,
-            run.history,
-            manifest.class_names,
-            config.model_dump(mode="json"),
-            run.best_epoch,
-            True,
-        )
+        _write_history(paths, run, manifest, config, complete=True)
     return _result(paths, run, config, completed=True, resumed_from=resumed_from)
 
 
