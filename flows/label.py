@@ -18,7 +18,10 @@ from prefect.futures import PrefectFutureList, wait
 from prefect.states import Failed, State
 
 from flows.runners import RunnerOptions, make_task_runner
-from tasks.maps import cam_shard, crf_shard, grow_shard, seeds_shard
+from tasks.cam import cam_shard
+from tasks.crf import crf_shard
+from tasks.grow import grow_shard
+from tasks.seeds import seeds_shard
 from wsss_core.config import PipelineConfig
 from wsss_core.stages.common import (
     ShardFailure,

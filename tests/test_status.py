@@ -121,6 +121,23 @@ def test_a_changed_crf_parameter_makes_only_crf_stale(complete: Workspace):
     assert counts == {**dict.fromkeys(("cam", "seeds", "grown"), (24, 0, 0)), "crf": (0, 24, 0)}
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "stale_stages"),
+    [
+        ("threshold", 0.3, ()),  # read by evaluation and export only
+        ("cpu_threads", 2, MAP_STAGES),  # changes the CAMs' last bits
+    ],
+)
+def test_a_changed_cam_setting_outdates_only_the_maps_it_shapes(
+    complete: Workspace, field: str, value: object, stale_stages: tuple[str, ...]
+):
+    config = CONFIG.model_copy(update={"cam": CONFIG.cam.model_copy(update={field: value})})
+    counts = _counts(workspace_status(complete, config))
+    assert counts == {
+        stage: (0, 24, 0) if stage in stale_stages else (24, 0, 0) for stage in MAP_STAGES
+    }
+
+
 def test_a_changed_train_config_outdates_the_classifier(complete: Workspace):
     config = CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"seed": 1})})
     status = workspace_status(complete, config)

@@ -83,6 +83,12 @@ class CamConfig(_Section):
     scales: tuple[float, ...] = Field((1.0, 0.5, 1.5), min_length=1)
     flip: bool = Field(False, description="add horizontally flipped passes (IRN)")
     batch_size: int = Field(16, ge=1)
+    cpu_threads: int = Field(
+        1,
+        ge=1,
+        description="torch CPU threads per shard (shards run in parallel); fixed so maps "
+        "are bit-identical whichever runner computes them",
+    )
     store_stride: int = Field(
         1, ge=1, le=16, description="store CAMs at 1/stride resolution (smaller workspace)"
     )
@@ -215,10 +221,16 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Settings read only after the maps exist (evaluation, reports, export): changing
+# them must not recompute any map.
+NOT_IN_LINEAGE: dict[str, set[str]] = {"cam": {"threshold"}}
+
+
 def stage_config_hash(config: PipelineConfig, stage: str) -> str:
     """A short content hash of the config sections that determine ``stage``'s output."""
     payload = {
-        name: getattr(config, name).model_dump(mode="json") for name in STAGE_SECTIONS[stage]
+        name: getattr(config, name).model_dump(mode="json", exclude=NOT_IN_LINEAGE.get(name))
+        for name in STAGE_SECTIONS[stage]
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:16]

@@ -20,6 +20,7 @@ from wsss_core.cam import class_activation_maps
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
+from wsss_core.model.device import cpu_threads
 from wsss_core.model.training import LoadedClassifier, load_checkpoint, to_tensor
 from wsss_core.stages.common import (
     ShardOutcome,
@@ -142,7 +143,8 @@ def run_cam_shard(
     plan = plan_rewrite(path, lineage, records)
     device = next(classifier.model.parameters()).device
     label = f"cam {shard_index}"
-    cams = compute_cams(classifier, plan.todo, config, device, show_progress, label=label)
+    with cpu_threads(config.cam.cpu_threads):
+        cams = compute_cams(classifier, plan.todo, config, device, show_progress, label=label)
     write_cam_shard(path, cams, lineage, config.cam.store_stride, plan.inputs, plan.reused)
     seconds = time.perf_counter() - started
     return ShardOutcome("cam", shard_index, len(records), True, seconds, len(plan.todo))
