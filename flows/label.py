@@ -97,7 +97,7 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
     return LabelResult(total, computed, seconds, tuple(failures), images)
 
 
-@flow(name="label", persist_result=False)
+@flow(name="label", persist_result=False, task_runner=make_task_runner(RunnerOptions()))
 def label(
     workspace: str,
     config_file: str | None = None,
@@ -136,7 +136,7 @@ def _sweep_leftovers(ws: Workspace) -> None:
 
 
 def label_with_runner(runner: RunnerOptions | None) -> Flow:
-    """The label flow set to run its shards on ``runner`` (threads when None)."""
+    """The label flow set to run its shards on ``runner`` (a bounded thread pool when None)."""
     if runner is None:
-        return label
+        return label  # its default: one shard per CPU core at a time
     return label.with_options(task_runner=make_task_runner(runner))

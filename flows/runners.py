@@ -22,7 +22,10 @@ class RunnerOptions(BaseModel):
         "threads", description="threads: one process; dask: a Dask cluster"
     )
     workers: int | None = Field(
-        None, ge=1, description="threads: pool size; dask: LocalCluster worker processes"
+        None,
+        ge=1,
+        description="threads: shards at once (default: one per CPU core); "
+        "dask: LocalCluster worker processes",
     )
     address: str | None = Field(
         None, description="an existing Dask scheduler (tcp://host:8786) instead of a LocalCluster"
@@ -37,9 +40,22 @@ class RunnerOptions(BaseModel):
         return self
 
 
+def default_thread_workers() -> int:
+    """One shard at a time per CPU core this process may use.
+
+    More threads would not compute faster (each CAM shard uses ``cam.cpu_threads``
+    torch threads; the CRF holds the GIL) but would hold more shards' maps in
+    memory at once: with no bound, every shard of a stage starts together.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def make_task_runner(options: RunnerOptions) -> TaskRunner:
     if options.kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=options.workers)
+        return ThreadPoolTaskRunner(max_workers=options.workers or default_thread_workers())
     from prefect_dask import DaskTaskRunner  # imported only when asked for
 
     if options.address:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from PIL import UnidentifiedImageError
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
 from wsss_core.config import PipelineConfig
 from wsss_core.stages.common import ShardOutcome
@@ -24,8 +27,8 @@ def shard_task(name: str, run_shard: ShardRunner) -> Task:
     """A Prefect task running one stage on one shard, mapped over shards by the label flow.
 
     ``model_hash`` is the classifier checkpoint's hash, taken once per run by
-    the flow; it is part of every output's lineage. One retry rides out a
-    transient I/O error (a shared filesystem's hiccup) before the shard fails.
+    the flow; it is part of every output's lineage. One retry, a few seconds
+    later, rides out a transient I/O error (a shared filesystem's hiccup).
     """
 
     def run(
@@ -36,7 +39,24 @@ def shard_task(name: str, run_shard: ShardRunner) -> Task:
         return outcome
 
     run.__name__ = run.__qualname__ = name.replace("-", "_")
-    return task(name=name, retries=1, **TASK_DEFAULTS)(run)
+    return task(
+        name=name,
+        retries=1,
+        retry_delay_seconds=5,
+        retry_condition_fn=failed_on_io,
+        **TASK_DEFAULTS,
+    )(run)
+
+
+def failed_on_io(_task: Task, _run: TaskRun, state: State) -> bool:
+    """Retry a shard only when reading or writing failed (an I/O hiccup may pass).
+
+    Errors in the data or the code would fail the same way again: retrying them
+    only redoes the shard's work. An image Pillow cannot identify is such a
+    data error, although Pillow makes it an ``OSError``.
+    """
+    error = state.data
+    return isinstance(error, OSError) and not isinstance(error, UnidentifiedImageError)
 
 
 def _progress_bars_wanted() -> bool:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 
 from tasks._runtime import TASK_DEFAULTS
 from wsss_core.config import DemoConfig, ReviewConfig
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.ingest import ingest, reingest
 from wsss_core.data.sources import IngestOptions, IngestSummary
 from wsss_core.review.reviews import apply_label_corrections
@@ -50,16 +47,4 @@ def ingest_source(
 ) -> IngestSummary:
     """Any source kind (voc, coco, folder, fiftyone, demo); merges into an existing manifest."""
     summary = ingest(kind, path, workspace, options, demo=demo, review=review)
-    return _finish(workspace, summary)
-
-
-@task(name="ingest-folder", retries=1, **TASK_DEFAULTS)
-def ingest_folder_task(
-    workspace: Workspace,
-    images_dir: Path,
-    labels_csv: Path,
-    classes_file: Path | None = None,
-    masks_dir: Path | None = None,
-) -> IngestSummary:
-    summary = ingest_folder(images_dir, labels_csv, workspace, classes_file, masks_dir)
     return _finish(workspace, summary)

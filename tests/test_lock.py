@@ -61,15 +61,15 @@ def test_the_holding_process_may_reenter_and_releases_on_the_last_exit(tmp_path)
         with workspace_lock(workspace, "sub-flow"):
             pass
         # Still held after the inner exit: another process is refused.
-        with pytest.raises(subprocess.CalledProcessError):
-            subprocess.run(
-                [sys.executable, "-c", _HOLDER, str(workspace.root), "intruder"],
-                input="\n",
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=Path(__file__).parents[1],
-            )
+        intruder = subprocess.run(
+            [sys.executable, "-c", _HOLDER, str(workspace.root), "intruder"],
+            input="\n",
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[1],
+        )
+        assert intruder.returncode != 0
+        assert "WorkspaceLocked" in intruder.stderr and "in use (run, pid" in intruder.stderr
     # Released: another process can take it now.
     with held_by_another_process(workspace, "next run"):
         pass
@@ -105,3 +105,20 @@ def test_another_thread_of_the_holding_process_is_refused(tmp_path):
         thread.start()
         thread.join()
     assert len(errors) == 1 and "in use" in str(errors[0])
+
+
+def test_a_scheduled_review_sync_on_a_busy_workspace_is_skipped_not_failed(
+    tmp_path, prefect_harness
+):
+    from flows.review_sync import review_sync
+
+    workspace = Workspace(tmp_path / "ws")
+    write_manifest(workspace, [], ["cat"], {"kind": "test"})
+    with held_by_another_process(workspace, "weekly retrain"):
+        skipped = review_sync(str(workspace.root), skip_when_busy=True, return_state=True)
+        refused = review_sync(str(workspace.root), return_state=True)
+    assert skipped.is_completed()
+    assert skipped.message.startswith("skipped:") and "weekly retrain" in skipped.message
+    assert refused.is_failed()  # asked by hand: the caller must hear it did not happen
+    with pytest.raises(WorkspaceLocked):
+        refused.result()

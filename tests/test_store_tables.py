@@ -19,6 +19,7 @@ from wsss_core.store.maps import (
     LabelRecord,
     Lineage,
     iter_stage_cams,
+    iter_stage_labels,
     read_cam_shard,
     read_label_shard,
     write_cam_shard,
@@ -104,6 +105,11 @@ def test_stage_iteration_goes_shard_by_shard(tmp_path: Path):
     assert [r.image_id for r in iter_stage_cams(directory)] == [
         f"s{s}-{i}" for s in range(3) for i in range(2)
     ]
+    directory = tmp_path / "maps" / "crf"
+    for shard in (1, 0):  # written out of order, read in shard order
+        records = [LabelRecord(f"s{shard}-{i}", np.full((3, 4), i, np.uint8)) for i in range(2)]
+        write_label_shard(directory / f"part-{shard:05d}.parquet", "crf", records, LINEAGE)
+    assert [r.image_id for r in iter_stage_labels(directory)] == ["s0-0", "s0-1", "s1-0", "s1-1"]
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ def write_run_report(
 ) -> RunReport:
     """Write the markdown report and its figures; returns where they are."""
     directory = workspace.runs_dir / summary.run_id
+    directory.mkdir(parents=True, exist_ok=True)  # a run may have no figure to make it
     figures: dict[str, Path] = {}
     panels = _sample_panels(workspace, config, samples)
     if panels:
