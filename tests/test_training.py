@@ -89,7 +89,9 @@ def test_kill_after_epoch_one_then_resume_gives_the_uninterrupted_weights(
         tiny_manifest, TINY, tmp_path / "killed", device="cpu", log=quiet, stop_after_epoch=1
     )
     assert not killed.completed and len(killed.history) == 1
-    assert not load_checkpoint(tmp_path / "killed" / "classifier.pt").complete
+    # the best model so far is only a candidate: no classifier.pt until the run finishes
+    assert not load_checkpoint(tmp_path / "killed" / "candidate.pt").complete
+    assert not (tmp_path / "killed" / "classifier.pt").exists()
     messages: list[str] = []
     resumed = train_classifier(
         tiny_manifest, TINY, tmp_path / "killed", device="cpu", log=messages.append, resume=True
@@ -104,6 +106,7 @@ def test_kill_after_epoch_one_then_resume_gives_the_uninterrupted_weights(
     assert [m.val_map for m in resumed.history] == [m.val_map for m in whole.history]
     assert resumed.best_epoch == whole.best_epoch and resumed.val_map == whole.val_map
     assert load_checkpoint(tmp_path / "killed" / "classifier.pt").complete
+    assert not (tmp_path / "killed" / "candidate.pt").exists()  # promoted by renaming
 
 
 def test_resume_refuses_another_class_list_config_or_nothing(

@@ -12,6 +12,11 @@ per_class_ap, train_loss, epochs, complete), ``lineage`` and ``state_dict``
                              payload["config"]["output_stride"])
     model.load_state_dict(payload["state_dict"])
 
+``models/candidate.pt`` is the same format: the best model of a training run
+still going, killed or failed (``complete`` false). Only a finished run
+renames it over ``classifier.pt``, so the map stages keep the previous
+complete model until then.
+
 ``models/last.pt`` (format ``wsss-training-state/1``) is the state after the
 last finished epoch: the same fields plus optimiser, scheduler, AMP scaler,
 history and the best epoch so far. It is what ``wsss train --resume`` continues.
@@ -35,6 +40,7 @@ CHECKPOINT_FORMAT = "wsss-classifier/1"
 TRAINING_STATE_FORMAT = "wsss-training-state/1"
 
 BEST_CHECKPOINT = "classifier.pt"
+CANDIDATE_CHECKPOINT = "candidate.pt"
 LAST_CHECKPOINT = "last.pt"
 HISTORY_FILE = "history.parquet"
 CURVES_FILE = "training_curves.png"
@@ -44,10 +50,11 @@ CURVES_FILE = "training_curves.png"
 class TrainingPaths:
     """Where one training run keeps its artefacts (a workspace's ``models/``)."""
 
-    best: Path
+    best: Path  # the last finished run's best model: what the map stages load
     last: Path
     history: Path
     curves: Path
+    candidate: Path  # the best model so far of a run not finished yet
 
     @classmethod
     def in_dir(cls, directory: Path) -> TrainingPaths:
@@ -57,6 +64,7 @@ class TrainingPaths:
             directory / LAST_CHECKPOINT,
             directory / HISTORY_FILE,
             directory / CURVES_FILE,
+            directory / CANDIDATE_CHECKPOINT,
         )
 
 
@@ -130,6 +138,28 @@ class LoadedClassifier:
     def per_class_ap(self) -> tuple[float, ...]:
         values = self.metrics.get("per_class_ap") or []
         return tuple(float("nan") if v is None else float(v) for v in values)
+
+
+def require_complete(checkpoint: LoadedClassifier, path: Path) -> None:
+    """Refuse the best-so-far model of an unfinished run: maps must come from a finished one."""
+    if checkpoint.complete:
+        return
+    epoch, epochs = checkpoint.metrics.get("epoch", "?"), checkpoint.metrics.get("epochs", "?")
+    raise ValueError(
+        f"{path}: model of an unfinished training run (best epoch {epoch} of {epochs}); "
+        "finish it with `wsss train --resume` (or retrain: `wsss train --force`)"
+    )
+
+
+def read_payload(path: Path) -> dict[str, Any] | None:
+    """A checkpoint or training state as a plain dict; None when missing or unreadable."""
+    if not Path(path).exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated or foreign file counts as absent here
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def file_hash(path: Path) -> str:

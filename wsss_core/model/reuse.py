@@ -7,6 +7,8 @@ Decision order for a workspace (``models/``):
    it belongs to other classes, data or config).
 3. ``classifier.pt`` finished with the same lineage (train config hash +
    training data hash, :attr:`Manifest.training_hash`): reuse it.
+   A classifier.pt that is not ``complete`` (written by older versions while
+   training) is never reused: it is finished by resuming (step 4) or replaced.
 3b. ``keep_current=True`` (what scheduled pipeline runs use): a finished
    ``classifier.pt`` with the same train config and classes is reused even
    though labelled training images were added or changed since, so new images
@@ -14,6 +16,13 @@ Decision order for a workspace (``models/``):
 4. ``resume=None`` (the default) and ``last.pt`` is an unfinished run with the
    same lineage: continue it, since its result is the one a fresh run would give.
 5. Otherwise train from scratch.
+
+A run's best model so far is ``candidate.pt``; ``classifier.pt`` changes only
+when a run finishes. So a retrain that was killed or failed (a NaN loss) leaves
+the previous model in use: steps 3 and 3b still reuse it, saying that an
+unfinished run waits, and a pipeline run is never blocked by a retrain that
+fails again on every resume. Finishing it is an explicit step 2 or 4
+(``wsss train``, ``wsss run --retrain``).
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from wsss_core.config import PipelineConfig, stage_config_hash
@@ -33,6 +42,7 @@ from wsss_core.model.checkpoint import (
     TrainingPaths,
     check_class_names,
     load_checkpoint,
+    read_payload,
 )
 from wsss_core.model.training import train_classifier
 from wsss_core.store.workspace import Workspace
@@ -60,18 +70,34 @@ def _tqdm_progress(total: int, description: str) -> tqdm:
 
 
 def _unfinished_run_matches(paths: TrainingPaths, lineage: dict[str, str]) -> bool:
-    if not paths.last.exists():
+    state = read_payload(paths.last)  # an unreadable leftover is simply not resumable
+    if state is None or state.get("format") != TRAINING_STATE_FORMAT:
         return False
-    try:
-        state = torch.load(paths.last, map_location="cpu", weights_only=True)
-    except Exception:  # an unreadable leftover is simply not resumable
-        return False
-    return (
-        isinstance(state, dict)
-        and state.get("format") == TRAINING_STATE_FORMAT
-        and state.get("lineage") == lineage
-        and int(state.get("epoch", 0)) < int(state.get("epochs", 0))
-    )
+    epochs_left = int(state.get("epoch", 0)) < int(state.get("epochs", 0))
+    # All epochs done but the candidate still there: killed before promoting it.
+    return state.get("lineage") == lineage and (epochs_left or paths.candidate.exists())
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A killed or failed training run's best model so far (``models/candidate.pt``)."""
+
+    path: Path
+    best_epoch: int
+    epochs: int
+
+    def describe(self, name: str | Path) -> str:
+        """``models/candidate.pt (best epoch 2 of 10)``, naming the file as the caller likes."""
+        return f"{name} (best epoch {self.best_epoch} of {self.epochs})"
+
+
+def unfinished_run(candidate: Path) -> UnfinishedRun | None:
+    """The candidate left by an unfinished training run; None when there is none."""
+    payload = read_payload(candidate)
+    if payload is None:
+        return None
+    metrics = payload.get("metrics", {})
+    return UnfinishedRun(candidate, int(metrics.get("epoch", 0)), int(metrics.get("epochs", 0)))
 
 
 def training_lineage(config: PipelineConfig, manifest: Manifest) -> dict[str, str]:
@@ -129,6 +155,12 @@ def train_or_reuse(
                 )
             else:
                 log(f"classifier up to date, reused: {paths.best}")
+            pending = unfinished_run(paths.candidate)
+            if pending is not None:
+                log(
+                    f"an unfinished training run left {pending.describe(pending.path)}; "
+                    "it replaces the classifier only once finished: `wsss train --resume`"
+                )
             return TrainOutcome(
                 trained=False,
                 data_changed=data_changed,

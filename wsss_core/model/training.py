@@ -5,9 +5,11 @@ colour jitter (``torchvision.transforms.v2``), BCE-with-logits, AdamW with
 separate backbone/head learning rates, per-step linear warm-up then cosine
 decay, AMP on CUDA. Then validation mAP and per-class AP on ``val``.
 
-After every epoch, atomically: ``last.pt`` (resume state), ``classifier.pt``
-when validation mAP improved (the best model, what later stages load),
-``history.parquet`` and ``training_curves.png``.
+After every epoch, atomically: ``last.pt`` (resume state), ``candidate.pt``
+when validation mAP improved (the best model so far), ``history.parquet`` and
+``training_curves.png``. Only when the last epoch is done is ``candidate.pt``
+marked complete and renamed over ``classifier.pt`` (what later stages load), so
+a killed or failing run leaves the previous finished model in place.
 
 Resume is exact on CPU: every epoch re-seeds torch, numpy, ``random`` and the
 loader's shuffling generator from ``(seed, epoch)``, so epoch ``e`` draws the
@@ -46,6 +48,7 @@ from wsss_core.model.checkpoint import (
     cpu_state_dict,
     load_checkpoint,
     load_training_state,
+    read_payload,
     save_checkpoint,
 )
 from wsss_core.model.classifier import CamClassifier, build_classifier
@@ -135,7 +138,7 @@ def eval_transform(config: TrainConfig) -> v2.Transform:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    checkpoint: Path  # the best model
+    checkpoint: Path  # the best model: classifier.pt, or candidate.pt while unfinished
     history: tuple[EpochMetrics, ...]
     val_map: float  # best validation mAP
     per_class_ap: tuple[float, ...]  # at the best epoch
@@ -389,15 +392,60 @@ def _write_history(
     )
 
 
-def _mark_complete(paths: TrainingPaths, run: _Run, config: TrainConfig) -> None:
-    """Re-write the best checkpoint with ``complete: True`` (same weights)."""
-    payload = torch.load(paths.best, map_location="cpu", weights_only=True)
-    if payload["metrics"].get("complete") and payload["metrics"].get("epochs_done") == len(
-        run.history
-    ):
+def _is_promoted(payload: dict[str, Any] | None, run: _Run) -> bool:
+    """True when ``payload`` is this finished run's best model, marked complete."""
+    metrics = (payload or {}).get("metrics", {})
+    return (
+        bool(metrics.get("complete"))
+        and metrics.get("epoch") == run.best_epoch
+        and metrics.get("epochs_done", len(run.history)) == len(run.history)
+    )
+
+
+def _promote_candidate(paths: TrainingPaths, run: _Run, config: TrainConfig) -> None:
+    """Mark the run's best model complete, then rename it over ``classifier.pt``.
+
+    Each step is atomic and a repeat after a kill between them finishes the job,
+    so ``classifier.pt`` is always the previous complete model or this one.
+    """
+    payload = read_payload(paths.candidate)
+    if payload is None:
+        if _is_promoted(read_payload(paths.best), run):  # promoted by an earlier call
+            return
+        raise FileNotFoundError(
+            f"{paths.candidate}: the best model of this training run is missing; "
+            "train again without --resume"
+        )
+    if not payload["metrics"].get("complete"):
+        payload["metrics"] = _best_metrics(run, config, complete=True)
+        atomic_torch_save(payload, paths.candidate)
+    os.replace(paths.candidate, paths.best)
+
+
+def _discard_previous_run(paths: TrainingPaths) -> None:
+    """A fresh run drops an earlier run's candidate and resume state.
+
+    So ``candidate.pt`` and ``last.pt``, when both exist, belong to one run and a
+    resume never promotes another run's model. ``last.pt`` first: a kill between
+    the two leaves a candidate nothing resumes (the next fresh run drops it).
+    """
+    paths.last.unlink(missing_ok=True)
+    paths.candidate.unlink(missing_ok=True)
+
+
+def _adopt_legacy_candidate(paths: TrainingPaths, state: dict[str, Any]) -> None:
+    """Older versions kept an unfinished run's best model in ``classifier.pt``: move it.
+
+    Only such a run can have left an incomplete ``classifier.pt``; resuming it
+    then continues from its own best model, as it did then.
+    """
+    if paths.candidate.exists():
         return
-    payload["metrics"] = _best_metrics(run, config, complete=True)
-    atomic_torch_save(payload, paths.best)
+    payload = read_payload(paths.best)
+    if payload is None or payload.get("metrics", {}).get("complete", True):
+        return
+    if payload.get("lineage") == state.get("lineage"):
+        os.replace(paths.best, paths.candidate)
 
 
 def _build_run(
@@ -487,7 +535,9 @@ def train_classifier(
 ) -> TrainingResult:
     """Train on ``train``, validate on ``val`` each epoch, keep the best and the last state.
 
-    Writes :class:`TrainingPaths` under ``models_dir``. ``resume`` continues the
+    Writes :class:`TrainingPaths` under ``models_dir``; ``classifier.pt`` only
+    at the end, when the finished run's ``candidate.pt`` replaces it. A fresh
+    run discards an earlier unfinished one. ``resume`` continues the
     run saved in ``last.pt`` (same class list, manifest and config, else a
     clear error) without redoing its finished epochs. ``stop_after_epoch``
     returns after that epoch as if the process had been killed there (tests).
@@ -504,6 +554,7 @@ def train_classifier(
     if resume:
         state = load_training_state(paths.last)
         _check_resumable(state, paths.last, manifest, config)
+        _adopt_legacy_candidate(paths, state)
         resolved = TrainConfig.model_validate(state["config"])
     else:
         resolved, reasons = resolve_train_config(config, train_records, torch_device.type)
@@ -535,6 +586,8 @@ def train_classifier(
     if state is not None:
         _restore_run(run, state)
         log(f"resuming after epoch {len(run.history)}/{config.epochs} from {paths.last}")
+    else:
+        _discard_previous_run(paths)
     resumed_from = len(run.history)
 
     for epoch in range(resumed_from + 1, config.epochs + 1):
@@ -562,7 +615,7 @@ def train_classifier(
         if improved or run.best_epoch == 0:
             run.best_epoch, run.best_map = epoch, val_map if math.isfinite(val_map) else -math.inf
             save_checkpoint(
-                paths.best,
+                paths.candidate,
                 run.model,
                 manifest.class_names,
                 config.model_dump(mode="json"),
@@ -580,7 +633,7 @@ def train_classifier(
         if stop_after_epoch is not None and epoch >= stop_after_epoch and not complete:
             return _result(paths, run, config, completed=False, resumed_from=resumed_from)
 
-    _mark_complete(paths, run, config)
+    _promote_candidate(paths, run, config)
     if resumed_from == config.epochs:
         log(f"nothing to resume: all {config.epochs} epochs of {paths.last} are done")
         _write_history(paths, run, manifest, config, complete=True)
@@ -592,7 +645,7 @@ def _result(
 ) -> TrainingResult:
     best = run.history[run.best_epoch - 1]
     return TrainingResult(
-        checkpoint=paths.best,
+        checkpoint=paths.best if completed else paths.candidate,
         history=tuple(run.history),
         val_map=best.val_map,
         per_class_ap=best.val_ap,

@@ -3,7 +3,7 @@
 A shard's output counts as done exactly when the stage itself would skip it
 (:func:`~wsss_core.stages.common.output_is_current`), so this report and a run
 agree. Nothing is computed or written here; only the checkpoint is read (once,
-for its hash and metadata).
+for its hash and metadata), and the candidate of an unfinished training run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from wsss_core.data.manifest import (
     read_quarantine,
 )
 from wsss_core.model.checkpoint import load_checkpoint
-from wsss_core.model.reuse import can_reuse, training_lineage
+from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
 from wsss_core.stages.common import expected_lineage, input_hashes, output_is_current
 from wsss_core.store.maps import reusable_ids
 from wsss_core.store.workspace import MAP_STAGES, Workspace
@@ -56,6 +56,7 @@ class ModelStatus:
     # The verdicts of model.reuse.can_reuse, so status and runs agree:
     up_to_date: bool = False  # `wsss train` and `wsss run --retrain` reuse it
     kept_by_runs: bool = False  # `wsss run` (which keeps a current model) reuses it
+    unfinished: UnfinishedRun | None = None  # a killed or failed run's candidate.pt
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ class WorkspaceStatus:
             f"{counts.removed} removed, {counts.quarantined} quarantined",
             f"classifier: {_describe_model(self.model, self.root)}",
         ]
+        if self.model.unfinished is not None:
+            out.append(_describe_unfinished(self.model.unfinished, self.root))
         if self.model.exists and not self.model.up_to_date and not self.model.kept_by_runs:
             out.append("  (a run that retrains it makes every map below stale)")
         out += self.table()
@@ -186,16 +189,18 @@ def image_counts(workspace: Workspace, manifest: Manifest) -> ImageCounts:
 def model_status(workspace: Workspace, config: PipelineConfig, manifest: Manifest) -> ModelStatus:
     """Whether a run would reuse ``models/classifier.pt`` (the same rule as ``train_or_reuse``)."""
     path = workspace.model_path
+    unfinished = unfinished_run(workspace.candidate_model_path)
     if not path.exists():
-        return ModelStatus(path, exists=False)
+        return ModelStatus(path, exists=False, unfinished=unfinished)
     try:
         checkpoint = load_checkpoint(path)  # also gives the file hash: the file is read once
     except ValueError as error:
-        return ModelStatus(path, exists=True, error=str(error))
+        return ModelStatus(path, exists=True, error=str(error), unfinished=unfinished)
     stored, wanted = checkpoint.lineage, training_lineage(config, manifest)
     return ModelStatus(
         path,
         exists=True,
+        unfinished=unfinished,
         file_hash=checkpoint.file_hash,
         val_map=checkpoint.val_map,
         complete=checkpoint.complete,
@@ -225,7 +230,7 @@ def shard_state(
 
 
 def _describe_model(model: ModelStatus, root: Path) -> str:
-    name = model.path.relative_to(root) if model.path.is_relative_to(root) else model.path
+    name = _display(model.path, root)
     if not model.exists:
         return f"none yet ({name}); the next run trains one"
     if model.error is not None:  # torch's messages run to paragraphs: the gist is enough
@@ -240,8 +245,8 @@ def _describe_model(model: ModelStatus, root: Path) -> str:
             "only get maps), `wsss run --retrain` or `wsss train` retrains"
         )
     reasons = []
-    if not model.complete:
-        reasons.append("its training run is unfinished")
+    if not model.complete:  # written by an older version, which trained into classifier.pt
+        reasons.append("its training run is unfinished: `wsss train --resume` finishes it")
     if not model.config_current:
         reasons.append("trained with another train config")
     if not model.classes_current:
@@ -249,6 +254,18 @@ def _describe_model(model: ModelStatus, root: Path) -> str:
     if not model.data_current:
         reasons.append("the labelled training images changed since")
     return text + "; ".join(reasons)
+
+
+def _describe_unfinished(run: UnfinishedRun, root: Path) -> str:
+    return (
+        f"  unfinished training run: {run.describe(_display(run.path, root))}; it replaces "
+        "the classifier only once finished (`wsss train --resume`)"
+    )
+
+
+def _display(path: Path, root: Path) -> Path:
+    """A workspace file relative to the workspace, as the report names it."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
 
 
 def _ranges(indices: Sequence[int]) -> str:
