@@ -38,3 +38,38 @@ def test_bad_config_file_is_a_one_line_error(tmp_path, capsys, prefect_harness):
     code = main(["run", "--workspace", str(tmp_path), "--config", str(config)])
     assert code == 1
     assert "fg_threshold must be greater than bg_threshold" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["ingest", "folder", "data", "--workers", "0"], "--workers"),
+        (["ingest", "folder", "data", "--max-pixels", "0"], "--max-pixels"),
+        (["ingest", "folder", "data", "--separator", ""], "--separator"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--lr", "0"], "--lr"),
+        (["train", "--image-size", "16"], "--image-size"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--device", "bogus"], "--device"),
+        (["review", "--port", "0"], "--port"),
+        (["review", "sync", "--port", "65536"], "--port"),
+        (["run", "--workers", "0"], "--workers"),
+        (["label", "--workers", "0"], "--workers"),
+        (["demo", "--runner", "dask", "--workers", "0"], "--workers"),
+    ],
+)
+def test_bad_option_value_is_a_one_line_usage_error(argv, flag, tmp_path, capsys):
+    workspace = tmp_path / "ws"
+    code = main([*argv, "--workspace", str(workspace)])
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"wsss {argv[0]}: usage error: {flag}: ")
+    assert not workspace.exists()  # refused before any work
+
+
+def test_unreadable_config_is_one_line_naming_the_file(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("train: [1\n  bad: :\n")  # YAML's own message spans lines
+    assert main(["config", "show", "--config", str(config)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"wsss config: error: {config}: cannot read config")

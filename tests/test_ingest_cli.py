@@ -29,11 +29,26 @@ def test_ingest_folder_prints_the_summary(tmp_path: Path, capsys, prefect_harnes
     assert read_manifest(Workspace(workspace)).class_names == ("cat", "dog")
 
 
-def test_ingest_without_path_is_a_one_line_error(tmp_path: Path, capsys):
+def test_ingest_without_path_is_a_usage_error(tmp_path: Path, capsys):
     code = main(["ingest", "voc", "--workspace", str(tmp_path / "ws")])
-    assert code == 1
+    assert code == 2
     assert (
-        capsys.readouterr().err.strip() == "wsss ingest: error: PATH is required for a voc source"
+        capsys.readouterr().err.strip()
+        == "wsss ingest: usage error: PATH is required for a voc source"
+    )
+
+
+def test_bad_config_file_with_database_dir_is_one_line_naming_it(tmp_path: Path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("review:\n  port: 0\n")
+    workspace, database = str(tmp_path / "ws"), str(tmp_path / "db")
+    argv = ["ingest", "fiftyone", "name", "--workspace", workspace, "--database-dir", database]
+    code = main([*argv, "--config", str(config)])
+    assert code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        line
+        == f"wsss ingest: error: {config}: review.port: Input should be greater than or equal to 1"
     )
 
 

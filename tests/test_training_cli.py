@@ -59,11 +59,14 @@ def test_resume_without_an_interrupted_run_is_a_one_line_error(tmp_path, capsys,
     assert err[-1].startswith("wsss train: error:") and "nothing to resume" in err[-1]
 
 
-def test_bad_override_is_a_one_line_error_before_anything_runs(tmp_path, capsys):
-    code = main(["train", "--workspace", str(tmp_path), "--epochs", "0"])
+def test_bad_config_value_is_a_failure_naming_the_file(tmp_path, capsys):
+    # The same value as a flag is a usage error (exit 2, see test_cli); in a file, a failure.
+    config = tmp_path / "config.yaml"
+    config.write_text("train:\n  epochs: 0\n")
+    code = main(["train", "--workspace", str(tmp_path), "--config", str(config)])
     assert code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "train.epochs" in err[0]
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"wsss train: error: {config}: train.epochs:")
 
 
 def test_unknown_backbone_is_a_usage_error(tmp_path, capsys):
@@ -71,3 +74,28 @@ def test_unknown_backbone_is_a_usage_error(tmp_path, capsys):
         main(["train", "--workspace", str(tmp_path), "--backbone", "vgg16"])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_label_refuses_an_unfinished_model_and_resume_finishes_it(
+    tmp_path, capsys, prefect_harness
+):
+    import torch
+
+    workspace = tmp_path / "ws"
+    demo = generate_demo_dataset(tmp_path / "demo", num_images=4, image_size=32, seed=2)
+    ingest_folder(demo.images_dir, demo.labels_csv, Workspace(workspace), demo.classes_txt)
+    assert main(["train", "--workspace", str(workspace), *FAST]) == 0
+    # What older versions left in classifier.pt when killed before marking it complete.
+    model = workspace / "models" / "classifier.pt"
+    payload = torch.load(model, weights_only=True)
+    payload["metrics"]["complete"] = False
+    torch.save(payload, model)
+    capsys.readouterr()
+
+    assert main(["label", "--workspace", str(workspace)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("wsss label: error:") and "unfinished training run" in err[-1]
+    assert "wsss train --resume" in err[-1]
+
+    assert main(["train", "--workspace", str(workspace), "--resume", *FAST]) == 0
+    assert torch.load(model, weights_only=True)["metrics"]["complete"]

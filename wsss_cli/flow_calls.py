@@ -1,19 +1,53 @@
-"""Calling a flow from the command line: runner options in, (final state, result) out."""
+"""Calling a flow from the command line: checked options in, (final state, result) out."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from flows.runners import RunnerOptions
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# Runner fields whose flag is not --<field-name>.
+RUNNER_FLAGS = {"kind": "--runner", "address": "--dask-address"}
+
+
 class UsageError(Exception):
     """Options that parse but do not fit together (exit code 2)."""
+
+
+def checked_options(
+    model: type[ModelT], values: Mapping[str, Any], flags: Mapping[str, str] | None = None
+) -> ModelT:
+    """``model`` built from command-line values; a bad value is a UsageError naming its flag.
+
+    ``flags`` maps the fields whose flag is not ``--<field-name>``. Called before
+    any flow starts, so a bad value costs no work and exits 2, not 1.
+    """
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as error:
+        raise UsageError(_describe_flags(error, flags or {})) from None
+
+
+def _describe_flags(error: ValidationError, flags: Mapping[str, str]) -> str:
+    """One line, ``--flag: message; ...`` (a check across fields: its message alone)."""
+    parts = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["loc"]:
+            field = str(item["loc"][0])
+            flag = flags.get(field, "--" + field.replace("_", "-"))
+            message = f"{flag}: {message}"
+        parts.append(message)
+    return "; ".join(parts)
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +73,8 @@ def runner_options(args: argparse.Namespace) -> RunnerOptions | None:
     if args.runner is None and args.workers is None and args.dask_address is None:
         return None
     kind = args.runner or ("dask" if args.dask_address else "threads")
-    try:
-        options = RunnerOptions(kind=kind, workers=args.workers, address=args.dask_address)
-    except ValidationError as error:
-        messages = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
-        raise UsageError(messages) from None
+    values = {"kind": kind, "workers": args.workers, "address": args.dask_address}
+    options = checked_options(RunnerOptions, values, RUNNER_FLAGS)
     if options.address:
         from prefect.settings import PREFECT_API_URL
 

@@ -32,6 +32,11 @@ def _quiet_offline_defaults(debug: bool) -> None:
         os.environ.setdefault(key, value)
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (a YAML parse error, for one, spans several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wsss",
@@ -52,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UsageError as error:
-        print(f"wsss {args.command}: usage error: {error}", file=sys.stderr)
+        print(f"wsss {args.command}: usage error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -60,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # one line for users; --debug for the traceback
         if args.debug:
             raise
-        print(f"wsss {args.command}: error: {error}", file=sys.stderr)
+        print(f"wsss {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
 
 

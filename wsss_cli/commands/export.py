@@ -50,7 +50,7 @@ class Export:
         )
         if summary.outdated:
             print(
-                f"{summary.outdated} map(s) predate a change of their image or labels: "
-                "`wsss run` recomputes them"
+                f"{summary.outdated} map(s) predate a change of their image or labels, or were "
+                "made with another config or model: `wsss run` recomputes them"
             )
         return 0

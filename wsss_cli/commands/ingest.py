@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsss_cli.flow_calls import UsageError, checked_options
+
+if TYPE_CHECKING:
+    from wsss_core.data.sources import IngestOptions
 
 SOURCES = ("voc", "coco", "folder", "fiftyone", "demo")
 PATH_HELP = (
@@ -13,7 +19,7 @@ PATH_HELP = (
 )
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> IngestOptions:
     from wsss_core.data.sources import IngestOptions
 
     classes = args.classes
@@ -35,7 +41,7 @@ def _options(args: argparse.Namespace):
     }
     if args.max_pixels is not None:
         values["max_pixels"] = args.max_pixels
-    return IngestOptions(**values)
+    return checked_options(IngestOptions, values)
 
 
 def _absolute(value: str | None) -> str | None:
@@ -48,15 +54,18 @@ def _config_file(args: argparse.Namespace, workspace: Path) -> str | None:
         return _absolute(args.config)
     import yaml
 
-    raw = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    review = dict((raw or {}).get("review") or {})
+    from wsss_core.config import load_config
+
+    # Through load_config: a bad file is a one-line error naming it; only its own values kept.
+    raw = load_config(args.config).model_dump(mode="json", exclude_unset=True)
+    review = dict(raw.get("review") or {})
     if args.database_dir:
         review["database_dir"] = _absolute(args.database_dir)
     if args.database_uri:
         review["database_uri"] = args.database_uri
     merged = workspace / "runs" / "ingest-config.yaml"
     merged.parent.mkdir(parents=True, exist_ok=True)
-    merged.write_text(yaml.safe_dump({**(raw or {}), "review": review}))
+    merged.write_text(yaml.safe_dump({**raw, "review": review}))
     return str(merged)
 
 
@@ -107,17 +116,18 @@ class Ingest:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        if args.path is None and args.source != "demo":
+            raise UsageError(f"PATH is required for a {args.source} source")
+        options = _options(args)  # bad values are usage errors, before the flow starts
         from flows.ingest import ingest_data
 
-        if args.path is None and args.source != "demo":
-            raise ValueError(f"PATH is required for a {args.source} source")
         workspace = Path(args.workspace).expanduser().resolve()
         path = args.path if args.source == "fiftyone" else _absolute(args.path)
         summary = ingest_data(
             source=args.source,
             path=path,
             workspace=str(workspace),
-            options=_options(args),
+            options=options,
             config_file=_config_file(args, workspace),
         )
         for line in summary.lines():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wsss_cli.flow_calls import checked_options
+
 
 class Review:
     NAME = "review"
@@ -28,10 +30,13 @@ class Review:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        from wsss_core.config import ReviewConfig
         from wsss_core.store.workspace import Workspace
         from wsss_core.store.workspace_config import load_workspace_config
 
         config = load_workspace_config(Workspace(Path(args.workspace)), args.config).review
+        if args.port is not None:  # validated, unlike model_copy(update=...): --port 0 exits 2
+            config = checked_options(ReviewConfig, {**config.model_dump(), "port": args.port})
         if config.database_uri:
             from wsss_core.review.fiftyone_adapter import check_database
 
@@ -39,10 +44,7 @@ class Review:
         if args.action == "sync":
             return _sync(args)
         from wsss_core.review.fiftyone_adapter import launch_app
-        from wsss_core.store.workspace import Workspace
 
-        if args.port is not None:
-            config = config.model_copy(update={"port": args.port})
         launch_app(Workspace(Path(args.workspace)), config, address=args.address)
         return 0
 

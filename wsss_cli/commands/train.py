@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from wsss_cli.flow_calls import UsageError, checked_options
+
 BACKBONE_CHOICES = (
     "resnet18",
     "resnet34",
@@ -35,6 +37,24 @@ def _overrides(args: argparse.Namespace) -> dict:
     if args.weights is not None:
         overrides["weights"] = _weights(args.weights)
     return overrides
+
+
+def _check_options(overrides: dict, device: str | None) -> None:
+    """Bad flag values as usage errors, before the flow starts.
+
+    The overrides are checked on their own; the flow checks them again merged
+    with the config file, whose errors are failures (exit 1).
+    """
+    from wsss_core.config import TrainConfig
+
+    checked_options(TrainConfig, overrides, {"learning_rate": "--lr"})
+    if device not in (None, "auto"):
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError as error:  # a well-formed but absent CUDA fails later, exit 1
+            raise UsageError(f"--device: {error}") from None
 
 
 def _format_ap(class_names, per_class_ap) -> str:
@@ -100,12 +120,13 @@ class Train:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        overrides = _overrides(args)
+        _check_options(overrides, args.device)
         from flows.train import train, training_config
         from wsss_core.model.device import resolve_device
         from wsss_core.store.workspace import Workspace
 
         config_file = str(Path(args.config).resolve()) if args.config else None
-        overrides = _overrides(args)
         workspace = Workspace(Path(args.workspace))
         config = training_config(workspace, config_file, overrides, args.device)  # validate first
         resolve_device(config.device)
