@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
 
+import wsss_core.data.ingest as ingest_module
+from wsss_core.config import PipelineConfig
 from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import MANIFEST_SCHEMA, read_manifest, read_quarantine
 from wsss_core.data.sources import IngestOptions
-from wsss_core.stages.common import records_hash
+from wsss_core.stages.common import expected_lineage, input_hashes, plan_rewrite, records_hash
+from wsss_core.store.maps import LabelRecord, write_label_shard
 from wsss_core.store.parquet_io import write_table
 from wsss_core.store.workspace import Workspace
 
@@ -81,6 +85,44 @@ def test_shards_keep_their_images_and_only_the_changed_one_is_invalidated(grown)
 def test_a_changed_or_removed_image_loses_its_final_mask(grown):
     workspace, *_ = grown
     assert not workspace.mask_path("b").exists()
+    assert not workspace.mask_path("d").exists()
+
+
+class _Killed(Exception):
+    """Stands in for a kill between the manifest write and the mask removal."""
+
+
+def test_a_kill_before_mask_removal_is_harmless(tmp_path: Path, monkeypatch):
+    """The manifest is written first; what the kill left behind is rewritten or swept."""
+    root, workspace = tmp_path / "data", Workspace(tmp_path / "ws")
+    _write(root, {"a": "cat", "b": "dog", "d": "dog"}, {"a": 1, "b": 2, "d": 4})
+    _ingest(root, workspace)
+    config, model, old = PipelineConfig(), "m" * 16, read_manifest(workspace).records
+    maps = [LabelRecord(r.image_id, np.zeros((r.height, r.width), np.uint8), None) for r in old]
+    crf = workspace.shard_path("crf", 0)  # the crf shard (and masks) of the first ingest
+    write_label_shard(
+        crf, "crf", maps, expected_lineage(config, "crf", model, old), input_hashes(old)
+    )
+    for image_id in ("b", "d"):
+        workspace.mask_path(image_id).parent.mkdir(parents=True, exist_ok=True)
+        workspace.mask_path(image_id).write_bytes(b"png")
+    (root / "images" / "d.png").unlink()
+    _write(root, {"a": "cat", "b": "dog"}, {"b": 99})  # b changes, d is removed
+
+    def killed(*_args) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(ingest_module, "_remove_outdated_masks", killed)
+    with pytest.raises(_Killed):
+        _ingest(root, workspace)
+    new = read_manifest(workspace).records
+    assert [r.image_id for r in new] == ["a", "b"] and new[1].sha256 != old[1].sha256
+    assert workspace.mask_path("b").exists() and workspace.mask_path("d").exists()
+    # b's input hash changed, so the crf stage computes it (and writes its mask) again.
+    plan = plan_rewrite(crf, expected_lineage(config, "crf", model, new), new)
+    assert [r.image_id for r in plan.todo] == ["b"]
+    monkeypatch.undo()
+    _ingest(root, workspace)  # finds nothing changed, and sweeps the removed image's mask
     assert not workspace.mask_path("d").exists()
 
 

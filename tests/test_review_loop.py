@@ -144,6 +144,10 @@ def test_rerun_keeps_tags_edits_and_the_frozen_mask(reviewed):
 
 
 def test_export_only_approved_and_never_rejected(reviewed, tmp_path):
+    """No --config: the workspace's, saved by the re-run above (another CRF setting).
+
+    Maps are exported only for the config and model that made them.
+    """
     from wsss_cli.main import main
 
     workspace = reviewed["workspace"]
@@ -157,8 +161,6 @@ def test_export_only_approved_and_never_rejected(reviewed, tmp_path):
                 "--out",
                 str(out),
                 "--only-approved",
-                "--config",
-                reviewed["config"],
             ]
         )
         == 0
@@ -181,8 +183,6 @@ def test_export_only_approved_and_never_rejected(reviewed, tmp_path):
                 str(workspace.root),
                 "--out",
                 str(everything),
-                "--config",
-                reviewed["config"],
             ]
         )
         == 0
@@ -341,9 +341,9 @@ def test_export_to_the_same_folder_removes_what_no_longer_qualifies(reviewed, tm
 
     workspace, out = reviewed["workspace"], tmp_path / "export"
     common = ["export", "--workspace", str(workspace.root), "--out", str(out)]
-    assert main([*common, "--config", reviewed["config"]]) == 0
+    assert main(common) == 0
     assert len(list((out / "SegmentationClass").glob("*.png"))) > 1
-    assert main([*common, "--only-approved", "--config", reviewed["config"]]) == 0
+    assert main([*common, "--only-approved"]) == 0
     files = sorted(p.stem for p in (out / "SegmentationClass").glob("*.png"))
     assert files == [reviewed["approved"]]
 

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -167,6 +168,21 @@ def test_a_deleted_shard_file_is_missing_and_nothing_else(complete: Workspace, t
     assert _counts(status) == {**dict.fromkeys(MAP_STAGES, (24, 0, 0)), "seeds": (14, 0, 10)}
     assert _pending_shards(status)["seeds"] == (1,)
     assert "seeds pending shards: 1" in status.lines(shards=True)
+
+
+def test_a_deleted_mask_png_comes_back_from_its_current_crf_shard(
+    complete: Workspace, tmp_path: Path
+):
+    from wsss_core.data.images import load_label_map
+    from wsss_core.stages.crf_stage import run_crf_shard
+    from wsss_core.store.maps import read_label_shard
+
+    workspace = _copy(complete, tmp_path / "ws")
+    row = next(iter(read_label_shard(workspace.shard_path("crf", 1))))
+    workspace.mask_path(row.image_id).unlink()
+    outcome = run_crf_shard(workspace, CONFIG, 1)
+    assert not outcome.computed  # the shard is current: the CRF does not run again
+    np.testing.assert_array_equal(load_label_map(workspace.mask_path(row.image_id)), row.labels)
 
 
 def test_an_old_cam_shard_without_class_scores_is_stale_as_the_stage_sees_it(

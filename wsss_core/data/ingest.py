@@ -9,7 +9,7 @@ stops the run: it goes to ``quarantine.parquet`` with its reason (see
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -226,6 +226,21 @@ def _check_item(
     return record, info.mode
 
 
+def _remove_outdated_masks(
+    workspace: Workspace, stale_ids: Collection[str], manifest: Manifest
+) -> None:
+    """Delete the final masks of changed, removed and quarantined images.
+
+    A kill before this leaves no lasting harm: a changed image's input hash
+    differs from its crf row's, so the crf stage computes its mask again, and
+    the masks of rows no longer usable (which no stage rewrites) are swept on
+    every ingest, not only the one that found them gone.
+    """
+    unusable = {record.image_id for record in manifest.all_rows if not record.usable}
+    for image_id in set(stale_ids) | unusable:
+        workspace.mask_path(image_id).unlink(missing_ok=True)
+
+
 def ingest_scan(
     scan: SourceScan, workspace: Workspace, options: IngestOptions | None = None
 ) -> IngestSummary:
@@ -270,11 +285,13 @@ def ingest_scan(
     merged = merge_rows(
         previous_rows, records, {q.image_id for q in quarantine}, scan.covered_splits
     )
-    for image_id in merged.stale_ids:  # final masks of changed / removed images
-        workspace.mask_path(image_id).unlink(missing_ok=True)
     source = {"kind": scan.kind, "root": scan.root, "classes": scan.class_list, **scan.info}
     manifest = write_manifest(workspace, merged.rows, class_names, source)
     write_quarantine(workspace, quarantine)
+    # Masks go only after the manifest: the other way round, a kill in between
+    # left the old manifest, whose crf shards still look current, so no run
+    # would ever write the deleted masks again.
+    _remove_outdated_masks(workspace, merged.stale_ids, manifest)
 
     label_counts = Counter(label for record in manifest.records for label in record.labels)
     counts = merged.counts

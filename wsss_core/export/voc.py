@@ -4,11 +4,13 @@
 class k in manifest order, 255 ignore, VOC colours) and ``OUT/classes.txt``
 (``background`` then the class names, one a line, so line n is value n).
 Rejected images are never exported; with ``only_approved`` only approved ones
-are (for the ``crf`` stage, from their frozen masks). A map made from other
-pixels or labels than the manifest now has (a reviewer fixed the labels, the
-image changed, and no run has recomputed it yet) is not exported either: it
-is counted as outdated. Files of an earlier export to the same folder that no
-longer qualify are removed.
+are (for the ``crf`` stage, from their frozen masks, whatever the maps hold
+now: an approval is a reviewer's decision). A map a run would not keep as it
+is, made from other pixels or labels than the manifest now has (a reviewer
+fixed the labels, the image changed) or with another config or model (a
+retrain, a config change, a shard that failed since), is not exported
+either: it is counted as outdated. Files of an earlier export to the same
+folder that no longer qualify are removed.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, save_label_map, voc_palette
 from wsss_core.data.manifest import read_manifest
 from wsss_core.review.reviews import APPROVED, REJECTED, approved_mask_path, latest_reviews
-from wsss_core.stages.common import input_hashes
+from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
 from wsss_core.stages.evaluate_stage import thresholded_cam
-from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.maps import read_cam_shard, read_label_shard, reusable_ids
 from wsss_core.store.parquet_io import read_metadata
 from wsss_core.store.workspace import Workspace
 
@@ -39,26 +41,52 @@ class ExportSummary:
     skipped_unapproved: int
     missing: int
     out_dir: Path
-    outdated: int = 0  # maps made before the image's pixels or labels last changed
+    outdated: int = 0  # maps made from other pixels, labels, config or model than now
+
+
+def _model_hash(workspace: Workspace) -> str | None:
+    """The classifier's hash; None without one (no map is current then, as `wsss status` says)."""
+    try:
+        return current_model_hash(workspace)
+    except FileNotFoundError:
+        return None
+
+
+def _current_ids(
+    path: Path, stage: str, config: PipelineConfig, model: str | None, inputs: dict[str, str]
+) -> set[str]:
+    """Images of one shard file whose maps a run would keep: the stages' rule for reused rows.
+
+    That is this config's and model's lineage for the file, and each image's
+    own input hash unchanged (the shard-wide source hash is not compared: the
+    rows of a shard's unchanged images stay valid when another image changed).
+    """
+    if model is None:
+        return set()
+    stored = read_metadata(path).get("inputs") or {}
+    candidates = {image_id: inputs[image_id] for image_id in stored if image_id in inputs}
+    lineage = expected_lineage(config, stage, model, ())  # its source hash is not compared
+    return set(reusable_ids(path, lineage, candidates))
 
 
 def _stage_maps(
-    workspace: Workspace, config: PipelineConfig, stage: str
-) -> Iterator[tuple[str, np.ndarray, str | None]]:
-    """(image id, label map, input hash it was made from) for every image, shard by shard.
+    workspace: Workspace, config: PipelineConfig, stage: str, inputs: dict[str, str]
+) -> Iterator[tuple[str, np.ndarray, bool]]:
+    """(image id, label map, whether it is current) for every image, shard by shard.
 
     Reads every ``part-*`` file, so it does not depend on the shard size in
-    ``config``. The input hash is None in shards written before it was recorded.
+    ``config``. ``inputs``: the manifest's input hash of every usable image.
     """
+    model = _model_hash(workspace)
     for path in sorted(workspace.maps_dir(stage).glob("part-*.parquet")):
-        inputs = read_metadata(path).get("inputs") or {}
+        current = _current_ids(path, stage, config, model, inputs)
         if stage == "cam":
             for record in read_cam_shard(path):
                 labels = thresholded_cam(record, config.cam.threshold)
-                yield record.image_id, labels, inputs.get(record.image_id)
+                yield record.image_id, labels, record.image_id in current
         else:
             for record in read_label_shard(path):
-                yield record.image_id, record.labels, inputs.get(record.image_id)
+                yield record.image_id, record.labels, record.image_id in current
 
 
 def export_voc(
@@ -81,7 +109,7 @@ def export_voc(
     written: set[str] = set()
     seen: set[str] = set()
     rejected = unapproved = outdated = 0
-    for image_id, labels, made_from in _stage_maps(workspace, config, stage):
+    for image_id, labels, is_current in _stage_maps(workspace, config, stage, current_inputs):
         if image_id not in usable or image_id in seen:
             continue
         seen.add(image_id)
@@ -97,7 +125,7 @@ def export_voc(
             if not frozen.exists():
                 continue  # approved without a frozen mask: counted as missing, never guessed
             labels = load_label_map(frozen)  # what the reviewer approved, whatever came since
-        elif made_from is not None and made_from != current_inputs[image_id]:
+        elif not is_current:
             outdated += 1
             continue
         save_label_map(target / f"{image_id}.png", labels, palette)

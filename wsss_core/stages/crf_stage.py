@@ -7,9 +7,9 @@ from wsss_core.crf import CrfParams, refine_with_crf
 from wsss_core.data.images import load_rgb, save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.probability import anchor_probabilities, probability_map
-from wsss_core.stages.common import ShardOutcome
+from wsss_core.stages.common import ShardOutcome, shard_records
 from wsss_core.stages.label_stage import run_label_stage
-from wsss_core.store.maps import CamRecord, LabelRecord
+from wsss_core.store.maps import CamRecord, LabelRecord, read_label_shard
 from wsss_core.store.workspace import Workspace
 
 
@@ -47,6 +47,29 @@ def run_crf_shard(
         save_label_map(workspace.mask_path(record.image_id), result.labels, palette)
         return LabelRecord(record.image_id, result.labels, result.confidence)
 
-    return run_label_stage(
+    outcome = run_label_stage(
         workspace, config, shard_index, "crf", "grown", per_image, show_progress, model_hash
     )
+    restore_missing_masks(workspace, config, shard_index)
+    return outcome
+
+
+def restore_missing_masks(workspace: Workspace, config: PipelineConfig, shard_index: int) -> int:
+    """Write ``masks/<image_id>.png`` again from the crf shard where the file is gone.
+
+    The PNGs are a copy of the shard's label maps for people and tools. A mask
+    deleted while its shard stayed current (by hand, or by an ingest that saw
+    the image leave and then come back) would otherwise never return. Costs
+    one ``stat`` per image when nothing is missing.
+    """
+    _, records = shard_records(workspace, config, shard_index)
+    missing = {r.image_id for r in records if not workspace.mask_path(r.image_id).exists()}
+    path = workspace.shard_path("crf", shard_index)
+    if not missing or not path.exists():
+        return 0
+    palette, restored = voc_palette(), 0
+    for row in read_label_shard(path):
+        if row.image_id in missing:
+            save_label_map(workspace.mask_path(row.image_id), row.labels, palette)
+            restored += 1
+    return restored
