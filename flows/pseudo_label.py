@@ -142,6 +142,7 @@ def _pseudo_label(
         labelled.failures,
         labelled.computed_images,
         training.data_changed,
+        training.model_hash,
     )
     written = report(ws, config, summary)
     result = PipelineResult(

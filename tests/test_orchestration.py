@@ -199,16 +199,17 @@ def test_a_failing_shard_is_reported_and_the_others_keep_their_results(trained, 
     assert retry.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 1}
 
 
-def test_a_run_with_a_failed_shard_still_writes_its_report(trained, tmp_path):
+def test_a_run_whose_every_shard_failed_still_writes_its_report(trained, tmp_path):
     from flows.pseudo_label import pseudo_label
 
     workspace = Workspace(tmp_path / "failing-run")
     shutil.copytree(trained["snapshot"].root, workspace.root)
     shutil.rmtree(workspace.root / "maps")  # cam reads every image again
-    victim = read_manifest(workspace).shards(SHARD_SIZE)[0][0]
-    original = Path(victim.uri).read_bytes()
+    victims = [shard[0] for shard in read_manifest(workspace).shards(SHARD_SIZE)]
+    originals = {victim.uri: Path(victim.uri).read_bytes() for victim in victims}
     try:
-        Path(victim.uri).write_bytes(b"not a png any more")
+        for uri in originals:
+            Path(uri).write_bytes(b"not a png any more")
         state = pseudo_label(
             workspace=str(workspace.root),
             config_file=trained["config"],
@@ -216,13 +217,15 @@ def test_a_run_with_a_failed_shard_still_writes_its_report(trained, tmp_path):
             return_state=True,
         )
     finally:
-        Path(victim.uri).write_bytes(original)
+        for uri, content in originals.items():
+            Path(uri).write_bytes(content)
     assert state.is_failed()
-    assert "first cam shard 0" in state.message
+    assert "3 shard(s) failed, first cam shard 0" in state.message
     result = state.result(raise_on_failure=False)
-    assert result.evaluation is None  # not scored while a shard is missing
-    report = Path(result.report_path).read_text()  # shard 0 failed: no overlay figure
-    assert "## Failed shards (1)" in report and "| cam | 0 |" in report
+    assert result.evaluation is None  # not scored while shards are missing
+    # No map to draw and nothing scored: the report is the run's only record.
+    report = Path(result.report_path).read_text()
+    assert "## Failed shards (3)" in report and "| cam | 2 |" in report
     assert "Stage overlays" not in report
 
 

@@ -93,3 +93,28 @@ def test_missing_and_foreign_tables_give_clear_errors(tmp_path: Path):
     with pytest.raises(ValueError, match="not a wsss table"):
         read_metadata(foreign)
     assert read_lineage(foreign) is None
+
+
+def test_the_sweep_removes_killed_writes_everywhere_but_the_database(tmp_path: Path):
+    from wsss_core.store.workspace import Workspace
+
+    workspace = Workspace(tmp_path / "ws")
+    leftovers = [
+        workspace.root / ".manifest.parquet.abc.tmp",
+        workspace.root / "maps" / "crf" / ".part-00001.parquet.x1.tmp",
+        workspace.root / "masks" / ".img_7.png.tmp",
+        workspace.root / "review" / "published" / ".img_7.png.tmp",
+        workspace.root / "approved" / ".img_7.png.tmp",
+        workspace.root / "ground_truth" / ".img_7.png.tmp",
+        workspace.root / "models" / ".candidate.pt.q9.tmp",
+    ]
+    kept = [
+        workspace.root / "fiftyone-db" / ".mongod.tmp",  # the database's own files
+        workspace.root / "masks" / "img_7.png",  # a finished output
+    ]
+    for path in leftovers + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert workspace.remove_leftover_temp_files() == len(leftovers)
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in kept)

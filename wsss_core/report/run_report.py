@@ -10,9 +10,9 @@ import numpy as np
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, load_rgb
-from wsss_core.data.manifest import read_manifest, read_quarantine
+from wsss_core.data.manifest import ImageRecord, read_manifest, read_quarantine
 from wsss_core.report.figures import StagePanels, save_iou_bars, save_stage_overlays
-from wsss_core.stages.common import ShardFailure
+from wsss_core.stages.common import ShardFailure, shard_maps_current
 from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
@@ -31,6 +31,7 @@ class RunSummary:
     failures: tuple[ShardFailure, ...] = ()
     computed_images: dict[str, int] = field(default_factory=dict)
     model_behind_data: bool = False  # reused although training images changed since
+    model_hash: str = ""  # the classifier the maps of this run come from
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,39 @@ class RunReport:
     figures: dict[str, Path] = field(default_factory=dict)
 
 
-def _sample_panels(workspace: Workspace, config: PipelineConfig, count: int) -> list[StagePanels]:
-    """The first ``count`` images of shard 0 that have at least one label."""
-    stages = ("cam", *LABEL_STAGES)
-    if not all(workspace.shard_path(stage, 0).exists() for stage in stages):
-        return []  # shard 0 failed or is empty: the report has no overlay figure
-    records = read_manifest(workspace).by_id()
-    cams = [c for c in read_cam_shard(workspace.shard_path("cam", 0)) if c.class_ids][:count]
+def _sample_panels(
+    workspace: Workspace, config: PipelineConfig, model: str, count: int
+) -> list[StagePanels]:
+    """The first ``count`` labelled images of the shards whose maps are all current.
+
+    Shards that failed this run, or hold maps of an older config or model, are
+    passed over: the figure shows what this run produced.
+    """
+    manifest = read_manifest(workspace)
+    records = manifest.by_id()
+    panels: list[StagePanels] = []
+    for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
+        if len(panels) == count:
+            break
+        if shard and shard_maps_current(workspace, config, model, shard_index, shard):
+            panels += _shard_panels(workspace, config, records, shard_index, count - len(panels))
+    return panels
+
+
+def _shard_panels(
+    workspace: Workspace,
+    config: PipelineConfig,
+    records: dict[str, ImageRecord],
+    shard_index: int,
+    count: int,
+) -> list[StagePanels]:
+    cams = [c for c in read_cam_shard(workspace.shard_path("cam", shard_index)) if c.class_ids][
+        :count
+    ]
     labels = {
-        stage: {r.image_id: r.labels for r in read_label_shard(workspace.shard_path(stage, 0))}
+        stage: {
+            r.image_id: r.labels for r in read_label_shard(workspace.shard_path(stage, shard_index))
+        }
         for stage in LABEL_STAGES
     }
     panels = []
@@ -135,7 +160,7 @@ def write_run_report(
     directory = workspace.runs_dir / summary.run_id
     directory.mkdir(parents=True, exist_ok=True)  # a run may have no figure to make it
     figures: dict[str, Path] = {}
-    panels = _sample_panels(workspace, config, samples)
+    panels = _sample_panels(workspace, config, summary.model_hash, samples)
     if panels:
         figures["Stage overlays"] = save_stage_overlays(panels, directory / "overlays.png")
     if summary.evaluation is not None:

@@ -11,14 +11,14 @@ import pyarrow as pa
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
-from wsss_core.model.checkpoint import file_hash, load_checkpoint
+from wsss_core.model.checkpoint import file_hash, load_checkpoint, require_complete
 from wsss_core.store.maps import (
     Lineage,
     cam_shard_has_class_scores,
     read_lineage,
     reusable_rows,
 )
-from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace import MAP_STAGES, Workspace
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,16 @@ def current_model_hash(workspace: Workspace) -> str:
 
 
 def checked_model_hash(workspace: Workspace) -> str:
-    """The current checkpoint's hash, once it is known to load and to fit the manifest's classes.
+    """The current checkpoint's hash, once it is known to load, to fit the manifest's
+    classes and to come from a finished training run.
 
-    Flows call it once before mapping the shards, so a missing or mismatched
-    model is one clear error instead of the same failure in every shard.
+    Flows call it once before mapping the shards, so a missing, mismatched or
+    unfinished model is one clear error instead of the same failure in every shard.
     """
     classes = read_manifest(workspace).class_names
-    return load_checkpoint(workspace.model_path, "cpu", class_names=classes).file_hash
+    checkpoint = load_checkpoint(workspace.model_path, "cpu", class_names=classes)
+    require_complete(checkpoint, workspace.model_path)
+    return checkpoint.file_hash
 
 
 def expected_lineage(
@@ -118,6 +121,27 @@ def output_is_current(stage: str, path: Path, lineage: Lineage) -> bool:
         return False
     # CAM shards from before the class_scores column are recomputed once to gain it.
     return stage != "cam" or cam_shard_has_class_scores(path)
+
+
+def shard_maps_current(
+    workspace: Workspace,
+    config: PipelineConfig,
+    model: str,
+    shard_index: int,
+    records: Sequence[ImageRecord],
+) -> bool:
+    """True when every map stage of a shard is what a run would keep (this config and model).
+
+    What evaluation and reports read, so a figure never mixes old and new maps.
+    """
+    return all(
+        output_is_current(
+            stage,
+            workspace.shard_path(stage, shard_index),
+            expected_lineage(config, stage, model, records),
+        )
+        for stage in MAP_STAGES
+    )
 
 
 def shard_records(

@@ -28,7 +28,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import ConfusionMatrix
-from wsss_core.stages.common import current_model_hash, expected_lineage, output_is_current
+from wsss_core.stages.common import checked_model_hash, shard_maps_current
 from wsss_core.store.maps import CamRecord, read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import write_table
 from wsss_core.store.workspace import Workspace
@@ -98,26 +98,21 @@ def evaluate_workspace(
 
     Only shards whose four stage outputs are up to date (this config, this
     model, these images) are scored, so a number never mixes old and new maps.
+    Without ``model_hash`` the workspace's model is checked as the label flow
+    checks it: an unfinished run's model is refused, not scored.
     """
     manifest = read_manifest(workspace)
     records = manifest.by_id()
     if not any(record.gt_uri for record in manifest.records):
         return None
-    model = model_hash or current_model_hash(workspace)
+    model = model_hash or checked_model_hash(workspace)
     num_labels = len(manifest.class_names) + 1
     matrices = {stage: ConfusionMatrix(num_labels) for stage in EVALUATED_STAGES}
     images = pending = 0
     for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
         if not shard:
             continue
-        if not all(
-            output_is_current(
-                stage,
-                workspace.shard_path(stage, shard_index),
-                expected_lineage(config, stage, model, shard),
-            )
-            for stage in EVALUATED_STAGES
-        ):
+        if not shard_maps_current(workspace, config, model, shard_index, shard):
             pending += 1
             continue
         for image_id, maps in _stage_predictions(workspace, config, shard_index):

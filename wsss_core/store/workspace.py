@@ -42,8 +42,9 @@ class Workspace:
         return self.models_dir / "classifier.pt"
 
     @property
-    def training_history_path(self) -> Path:
-        return self.models_dir / "history.parquet"
+    def candidate_model_path(self) -> Path:
+        """The best model so far of an unfinished training run (not used by map stages)."""
+        return self.models_dir / "candidate.pt"
 
     @property
     def masks_dir(self) -> Path:
@@ -81,10 +82,15 @@ class Workspace:
         return self.masks_dir / f"{image_id}.png"
 
     def remove_leftover_temp_files(self) -> int:
-        """Sweep what killed writes left behind (hold the workspace lock); returns the count."""
+        """Sweep what killed writes left behind (hold the workspace lock); returns the count.
+
+        Every folder the pipeline writes, but not ``fiftyone-db/``: MongoDB's
+        files are its own business.
+        """
         removed = remove_leftover_temp_files(self.root, recursive=False)
-        for directory in (self.root / "maps", self.models_dir, self.masks_dir, self.runs_dir):
-            removed += remove_leftover_temp_files(directory)
+        written = ("maps", "models", "masks", "runs", "review", "approved", "ground_truth")
+        for name in written:
+            removed += remove_leftover_temp_files(self.root / name)
         return removed
 
     def require_manifest(self) -> None:
