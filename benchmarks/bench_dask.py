@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from prefect_env import quiet_orchestration
 from text_table import text_table
 
 # Run from a checkout without installing the package.
@@ -72,22 +73,6 @@ class Run:
     crf_seconds: float  # the flow's CRF stage, cluster start-up excluded
     wall_seconds: float  # the whole flow run, start-up included
     digest: str  # of every CRF label map and confidence, for the identity check
-
-
-def quiet_orchestration(home: Path) -> None:
-    """Prefect and Dask settings for a throw-away run; must precede their first import."""
-    os.environ.update(
-        {
-            "PREFECT_HOME": str(home),
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            # Every cluster start and stop otherwise logs a screenful at INFO.
-            "DASK_LOGGING__DISTRIBUTED": "warning",
-        }
-    )
-    # A user's server would get these runs: use the benchmark's own temporary one.
-    os.environ.pop("PREFECT_API_URL", None)
 
 
 def write_config(path: Path, images: int, image_size: int, shard_size: int) -> Path:
