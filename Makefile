@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_publish.py
 	$(BIN)/python benchmarks/bench_dask.py
+	$(BIN)/python benchmarks/bench_incremental.py
 
 clean:
 	rm -rf demo-workspace .pytest_cache .ruff_cache
