@@ -47,3 +47,34 @@ def test_a_caller_leaving_does_not_change_the_count_of_one_still_inside():
     left.set()
     worker.join(10)
     assert seen == [wanted]
+
+
+def test_threads_started_after_overlapping_shards_get_the_process_count():
+    """A pool thread that first met torch inside another shard's block, and left
+    last, must not leave that block's count as the default of later threads."""
+    process_count = torch.get_num_threads()
+    wanted = 1 if process_count != 1 else 2
+    first_inside, second_inside, first_left = (threading.Event() for _ in range(3))
+
+    def first_shard() -> None:
+        with cpu_threads(wanted):
+            first_inside.set()
+            second_inside.wait(10)
+        first_left.set()
+
+    def second_shard() -> None:  # a fresh thread: its torch setup happens inside the first's
+        first_inside.wait(10)
+        with cpu_threads(wanted):
+            second_inside.set()
+            first_left.wait(10)
+
+    threads = [threading.Thread(target=first_shard), threading.Thread(target=second_shard)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join(10)
+    assert seen == [process_count]
