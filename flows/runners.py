@@ -4,9 +4,11 @@ No ``from __future__ import annotations`` here: :class:`RunnerOptions` is a flow
 parameter, and Prefect reads parameter annotations at run time.
 """
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -48,9 +50,25 @@ def default_thread_workers() -> int:
     memory at once: with no bound, every shard of a stage starts together.
     """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()  # a container sees the host's cores but may use fewer
+    return min(cores, quota) if quota else cores
+
+
+def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """The CPUs a cgroup v2 quota allows (Docker ``--cpus``, Kubernetes limits), rounded up.
+
+    None when there is no quota (``max``) or no cgroup v2 file to read.
+    """
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def make_task_runner(options: RunnerOptions) -> TaskRunner:

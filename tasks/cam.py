@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks._runtime import shard_task
+from tasks._shard import shard_task
 from wsss_core.stages.cam_stage import run_cam_shard
 
 cam_shard = shard_task("cam-shard", run_cam_shard)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks._runtime import shard_task
+from tasks._shard import shard_task
 from wsss_core.stages.grow_stage import run_grow_shard
 
 grow_shard = shard_task("grow-shard", run_grow_shard)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks._runtime import shard_task
+from tasks._shard import shard_task
 from wsss_core.stages.seeds_stage import run_seeds_shard
 
 seeds_shard = shard_task("seeds-shard", run_seeds_shard)
