@@ -120,9 +120,15 @@ def test_a_failed_retrain_leaves_the_finished_model_in_use(
 
     status = workspace_status(workspace, CONFIG)
     assert status.model.kept_by_runs and status.model.unfinished is not None
-    assert status.lines()[2].startswith(
-        "  unfinished training run: models/candidate.pt (best epoch 1 of 2)"
+    assert status.lines()[2] == (
+        "  unfinished training run: models/candidate.pt (best epoch 1 of 2); it replaces "
+        "the classifier only once finished: `wsss train --resume`"
     )
+    # Once the train config or data moved on, `--resume` would refuse: status says so.
+    moved_on = CONFIG.model_copy(update={"train": CONFIG.train.model_copy(update={"seed": 9})})
+    stale = workspace_status(workspace, moved_on).model.unfinished
+    assert stale is not None and not stale.resumable
+    assert "the next retrain starts over and drops it" in stale.describe("candidate.pt")
 
     # The next retrain resumes the run and fails the same way: still nothing lost.
     with pytest.raises(FloatingPointError, match="epoch 2"):

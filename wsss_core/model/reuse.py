@@ -85,19 +85,35 @@ class UnfinishedRun:
     path: Path
     best_epoch: int
     epochs: int
+    resumable: bool  # made for today's train config and data: `--resume` can finish it
 
     def describe(self, name: str | Path) -> str:
-        """``models/candidate.pt (best epoch 2 of 10)``, naming the file as the caller likes."""
-        return f"{name} (best epoch {self.best_epoch} of {self.epochs})"
+        """What it is and what to do about it, naming the file as the caller likes."""
+        what = f"{name} (best epoch {self.best_epoch} of {self.epochs})"
+        if self.resumable:
+            return f"{what}; it replaces the classifier only once finished: `wsss train --resume`"
+        return (
+            f"{what}, for another train config or training data than now; the next "
+            "retrain starts over and drops it"
+        )
 
 
-def unfinished_run(candidate: Path) -> UnfinishedRun | None:
-    """The candidate left by an unfinished training run; None when there is none."""
+def unfinished_run(candidate: Path, lineage: dict[str, str]) -> UnfinishedRun | None:
+    """The candidate left by an unfinished training run; None when there is none.
+
+    ``lineage``: today's :func:`training_lineage`, to tell whether it can still
+    be resumed (images added since, for one, make the resume refuse).
+    """
     payload = read_payload(candidate)
     if payload is None:
         return None
     metrics = payload.get("metrics", {})
-    return UnfinishedRun(candidate, int(metrics.get("epoch", 0)), int(metrics.get("epochs", 0)))
+    return UnfinishedRun(
+        candidate,
+        int(metrics.get("epoch", 0)),
+        int(metrics.get("epochs", 0)),
+        resumable=payload.get("lineage") == lineage,
+    )
 
 
 def training_lineage(config: PipelineConfig, manifest: Manifest) -> dict[str, str]:
@@ -155,12 +171,9 @@ def train_or_reuse(
                 )
             else:
                 log(f"classifier up to date, reused: {paths.best}")
-            pending = unfinished_run(paths.candidate)
+            pending = unfinished_run(paths.candidate, lineage)
             if pending is not None:
-                log(
-                    f"an unfinished training run left {pending.describe(pending.path)}; "
-                    "it replaces the classifier only once finished: `wsss train --resume`"
-                )
+                log(f"an unfinished training run left {pending.describe(pending.path)}")
             return TrainOutcome(
                 trained=False,
                 data_changed=data_changed,

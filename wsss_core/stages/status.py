@@ -189,7 +189,7 @@ def image_counts(workspace: Workspace, manifest: Manifest) -> ImageCounts:
 def model_status(workspace: Workspace, config: PipelineConfig, manifest: Manifest) -> ModelStatus:
     """Whether a run would reuse ``models/classifier.pt`` (the same rule as ``train_or_reuse``)."""
     path = workspace.model_path
-    unfinished = unfinished_run(workspace.candidate_model_path)
+    unfinished = unfinished_run(workspace.candidate_model_path, training_lineage(config, manifest))
     if not path.exists():
         return ModelStatus(path, exists=False, unfinished=unfinished)
     try:
@@ -257,10 +257,7 @@ def _describe_model(model: ModelStatus, root: Path) -> str:
 
 
 def _describe_unfinished(run: UnfinishedRun, root: Path) -> str:
-    return (
-        f"  unfinished training run: {run.describe(_display(run.path, root))}; it replaces "
-        "the classifier only once finished (`wsss train --resume`)"
-    )
+    return f"  unfinished training run: {run.describe(_display(run.path, root))}"
 
 
 def _display(path: Path, root: Path) -> Path:
