@@ -88,7 +88,16 @@ class Workspace:
         files are its own business.
         """
         removed = remove_leftover_temp_files(self.root, recursive=False)
-        written = ("maps", "models", "masks", "runs", "review", "approved", "ground_truth")
+        written = (
+            "maps",
+            "models",
+            "masks",
+            "runs",
+            "review",
+            "approved",
+            "ground_truth",
+            "demo-source",
+        )
         for name in written:
             removed += remove_leftover_temp_files(self.root / name)
         return removed
