@@ -189,14 +189,15 @@ def image_counts(workspace: Workspace, manifest: Manifest) -> ImageCounts:
 def model_status(workspace: Workspace, config: PipelineConfig, manifest: Manifest) -> ModelStatus:
     """Whether a run would reuse ``models/classifier.pt`` (the same rule as ``train_or_reuse``)."""
     path = workspace.model_path
-    unfinished = unfinished_run(workspace.candidate_model_path, training_lineage(config, manifest))
+    wanted = training_lineage(config, manifest)  # hashes every training row: once
+    unfinished = unfinished_run(workspace.candidate_model_path, wanted)
     if not path.exists():
         return ModelStatus(path, exists=False, unfinished=unfinished)
     try:
         checkpoint = load_checkpoint(path)  # also gives the file hash: the file is read once
     except ValueError as error:
         return ModelStatus(path, exists=True, error=str(error), unfinished=unfinished)
-    stored, wanted = checkpoint.lineage, training_lineage(config, manifest)
+    stored = checkpoint.lineage
     return ModelStatus(
         path,
         exists=True,
