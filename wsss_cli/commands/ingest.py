@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wsss_cli.commands.pipeline import DEMO_DATASETS
 from wsss_cli.flow_calls import UsageError, checked_options
 
 if TYPE_CHECKING:
@@ -49,23 +50,32 @@ def _absolute(value: str | None) -> str | None:
 
 
 def _config_file(args: argparse.Namespace, workspace: Path) -> str | None:
-    """The --config file, with --database-dir / --database-uri folded into its review section."""
-    if not (args.database_dir or args.database_uri):
+    """The --config file, with --database-dir / --database-uri / --dataset folded in."""
+    if not (args.database_dir or args.database_uri or args.dataset):
         return _absolute(args.config)
     import yaml
 
     from wsss_core.config import load_config
+    from wsss_core.store.workspace import Workspace
 
+    base = args.config
+    saved = Workspace(workspace).config_path
+    if base is None and args.dataset and saved.is_file():
+        base = saved  # --dataset changes demo.kind of what the flow would read, no more
     # Through load_config: a bad file is a one-line error naming it; only its own values kept.
-    raw = load_config(args.config).model_dump(mode="json", exclude_unset=True)
+    raw = load_config(base).model_dump(mode="json", exclude_unset=True)
     review = dict(raw.get("review") or {})
     if args.database_dir:
         review["database_dir"] = _absolute(args.database_dir)
     if args.database_uri:
         review["database_uri"] = args.database_uri
+    if review:
+        raw["review"] = review
+    if args.dataset:
+        raw["demo"] = {**(raw.get("demo") or {}), "kind": args.dataset}
     merged = workspace / "runs" / "ingest-config.yaml"
     merged.parent.mkdir(parents=True, exist_ok=True)
-    merged.write_text(yaml.safe_dump({**raw, "review": review}))
+    merged.write_text(yaml.safe_dump(raw))
     return str(merged)
 
 
@@ -112,12 +122,20 @@ class Ingest:
             "--replace", action="store_true", help="start a new manifest instead of merging"
         )
         parser.add_argument("--workers", type=int, default=2, help="decoding threads")
+        parser.add_argument(
+            "--dataset",
+            choices=DEMO_DATASETS,
+            help="demo: which demo data, overrides demo.kind (digits: MNIST on gradients, the "
+            "default; scenes: textured shapes on photos)",
+        )
         parser.add_argument("--config", help="YAML config (demo and review sections)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         if args.path is None and args.source != "demo":
             raise UsageError(f"PATH is required for a {args.source} source")
+        if args.dataset and args.source != "demo":
+            raise UsageError(f"--dataset is for the demo source, not {args.source}")
         options = _options(args)  # bad values are usage errors, before the flow starts
         from flows.ingest import ingest_data
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from wsss_cli.flow_calls import add_runner_arguments, call_flow, runner_options, uses_dask
 
 DEFAULT_DEMO_WORKSPACE = "demo-workspace"
+DEMO_DATASETS = ("digits", "scenes")
 
 
 def _add_workspace(parser: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -41,6 +42,31 @@ def _config_file(args: argparse.Namespace) -> str | None:
     config_file = str(Path(args.config).resolve()) if args.config else None
     load_config(config_file)
     return config_file
+
+
+def _demo_config_file(args: argparse.Namespace) -> str | None:
+    """The config for `wsss demo`: with --dataset, the loaded config with demo.kind replaced.
+
+    The loaded config is what the run would read (--config, else the workspace's
+    saved one); the merged file goes to <workspace>/runs/demo-config.yaml.
+    """
+    config_file = _config_file(args)
+    if args.dataset is None:
+        return config_file
+    import yaml
+
+    from wsss_core.config import load_config
+    from wsss_core.store.workspace import Workspace
+
+    workspace = Workspace(Path(args.workspace))
+    if config_file is None and workspace.config_path.is_file():
+        config_file = str(workspace.config_path)
+    raw = load_config(config_file).model_dump(mode="json", exclude_unset=True)
+    demo = {**(raw.get("demo") or {}), "kind": args.dataset}
+    merged = workspace.root.resolve() / "runs" / "demo-config.yaml"
+    merged.parent.mkdir(parents=True, exist_ok=True)
+    merged.write_text(yaml.safe_dump({**raw, "demo": demo}))
+    return str(merged)
 
 
 def _print_stage_counts(result) -> None:
@@ -85,7 +111,7 @@ def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
     from wsss_core.store.workspace_config import load_workspace_config
 
     runner = runner_options(args)
-    config_file = _config_file(args)
+    config_file = _demo_config_file(args) if demo else _config_file(args)
     config = load_workspace_config(Workspace(Path(args.workspace)), config_file)
     if not args.no_publish and config.review.database_uri:
         from wsss_core.review.fiftyone_adapter import check_database
@@ -115,6 +141,12 @@ class Demo:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         _add_workspace(parser, default=DEFAULT_DEMO_WORKSPACE)
+        parser.add_argument(
+            "--dataset",
+            choices=DEMO_DATASETS,
+            help="overrides demo.kind: digits (MNIST on gradients, the default) or scenes "
+            "(textured shapes on photos)",
+        )
         _add_run_options(parser)
 
     @staticmethod

@@ -215,13 +215,15 @@ def scan_folder_root(root: Path, options: IngestOptions, kind: str = "folder") -
 
 
 def scan_demo(out_dir: Path, demo: DemoConfig | None = None) -> SourceScan:
-    """Generate the demo dataset in ``out_dir`` (deterministic) and scan it as a folder."""
+    """Generate the demo dataset of ``demo.kind`` in ``out_dir`` (deterministic); scan it."""
     from wsss_core.data.demo import generate_demo_dataset
+    from wsss_core.data.scenes import generate_scenes_dataset
 
     demo = demo or DemoConfig()
-    dataset = generate_demo_dataset(
-        Path(out_dir), num_images=demo.num_images, image_size=demo.image_size, seed=demo.seed
-    )
+    generate = generate_scenes_dataset if demo.kind == "scenes" else generate_demo_dataset
+    # image_size null: the generator's own default (128 digits, 192 scenes).
+    size = {} if demo.image_size is None else {"image_size": demo.image_size}
+    dataset = generate(Path(out_dir), num_images=demo.num_images, seed=demo.seed, **size)
     return scan_folder(
         dataset.images_dir,
         dataset.labels_csv,
