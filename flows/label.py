@@ -29,6 +29,7 @@ from wsss_core.stages.common import (
     checked_model_hash,
     shard_count,
 )
+from wsss_core.stages.crf_stage import RecoveredMask, recovered_masks
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
@@ -44,6 +45,7 @@ class LabelResult:
     stage_seconds: dict[str, float]
     failures: tuple[ShardFailure, ...] = field(default=())
     computed_images: dict[str, int] = field(default_factory=dict)
+    recovered: tuple[RecoveredMask, ...] = ()  # current final masks with a class restored
 
     def failure_message(self) -> str:
         if not self.failures:
@@ -90,11 +92,12 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
         failures += stage_failures
         alive = [outcome.shard_index for outcome in done]
         seconds[stage] = time.perf_counter() - started
+    recovered = recovered_masks(workspace, config, model_hash)
     logger.info(
         f"{total} shard(s); shards recomputed {computed}, images computed {images}; "
-        f"{len(failures)} failed"
+        f"{len(failures)} failed; {len(recovered)} mask(s) with a recovered class"
     )
-    return LabelResult(total, computed, seconds, tuple(failures), images)
+    return LabelResult(total, computed, seconds, tuple(failures), images, recovered)
 
 
 @flow(name="label", persist_result=False, task_runner=make_task_runner(RunnerOptions()))

@@ -23,6 +23,7 @@ from tasks.train import train
 from wsss_core.config import PipelineConfig
 from wsss_core.report.run_report import RunSummary
 from wsss_core.stages.common import ShardFailure
+from wsss_core.stages.crf_stage import RecoveredMask
 from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
@@ -42,6 +43,7 @@ class PipelineResult:
     failures: tuple[ShardFailure, ...] = ()
     computed_images: dict[str, int] = field(default_factory=dict)
     model_behind_data: bool = False  # reused although training images changed since
+    recovered: tuple[RecoveredMask, ...] = ()  # final masks with a class restored
 
 
 def new_run_id() -> str:
@@ -143,6 +145,7 @@ def _pseudo_label(
         labelled.computed_images,
         training.data_changed,
         training.model_hash,
+        labelled.recovered,
     )
     written = report(ws, config, summary)
     result = PipelineResult(
@@ -157,6 +160,7 @@ def _pseudo_label(
         labelled.failures,
         labelled.computed_images,
         training.data_changed,
+        labelled.recovered,
     )
     if labelled.failures:
         return Failed(message=labelled.failure_message(), data=result)

@@ -49,7 +49,7 @@ def test_sections_and_fields_are_described():
     text = commented_yaml(PipelineConfig())
     lines = text.splitlines()
     crf = lines.index("crf:")
-    assert lines[crf - 1] == "# Dense CRF refinement (pydensecrf)."
+    assert lines[crf - 1] == "# Dense CRF refinement (pydensecrf) into the final masks."
     assert "shard_size: 256  # images per map shard" in lines
     # Only a docstring's first paragraph: the train section's second one stays out.
     assert "resolve_train_config" not in text

@@ -266,8 +266,16 @@ def test_saved_views_split_the_work(reviewed):
     assert reviewed["approved"] not in queue.values("image_id")
     assert reviewed["rejected"] not in queue.values("image_id")
     assert reviewed["needs_fix"] in queue.values("image_id")
-    scores = [c for c in queue.values("crf_confidence") if c is not None]
-    assert scores == sorted(scores)
+    # Masks with a recovered class first, then the least confident.
+    recovered = ["mask-recovered" in flags for flags in queue.values("flags")]
+    assert recovered == sorted(recovered, reverse=True)
+    for group in (True, False):
+        scores = [
+            c
+            for c, r in zip(queue.values("crf_confidence"), recovered, strict=True)
+            if r is group and c is not None
+        ]
+        assert scores == sorted(scores)
     assert dataset.load_saved_view("approved").values("image_id") == [reviewed["approved"]]
 
 

@@ -133,13 +133,21 @@ class GrowConfig(_Section):
     (chosen on the demo data, see ARCHITECTURE.md, "Thresholds").
     """
 
-    background_power: float = Field(0.5, gt=0, description="P_bg ~ (1 - max CAM) ** power")
+    background_power: float = Field(
+        0.5, gt=0, description="P_bg ~ (1 - max CAM) ** power for growing (the CRF chooses its own)"
+    )
     fg_threshold: float = Field(0.6, gt=0, le=1)
     bg_threshold: float = Field(0.9, gt=0, le=1)
 
 
 class CrfConfig(_Section):
-    """Dense CRF refinement (pydensecrf)."""
+    """Dense CRF refinement (pydensecrf) into the final masks.
+
+    Each image is refined once per candidate background power and keeps the
+    result whose object outline lies on the strongest image edges
+    (``wsss_core/background.py``); the candidates were chosen on both
+    development datasets (ARCHITECTURE.md, "Thresholds").
+    """
 
     iterations: int = Field(10, ge=1)
     gaussian_sxy: float = 3.0
@@ -147,12 +155,36 @@ class CrfConfig(_Section):
     bilateral_sxy: float = 50.0
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
-    anchor_confidence: float = Field(
-        0.9, gt=0, lt=1, description="unary confidence given to grown-region pixels"
+    background_powers: tuple[float, ...] = Field(
+        (0.5, 0.7, 1.0, 1.4),
+        min_length=1,
+        description="candidate background powers, P_bg ~ (1 - max CAM) ** power; each image "
+        "keeps the CRF result best aligned with image edges (one value: a fixed power; "
+        "each candidate costs one CRF pass)",
+    )
+    anchor_confidence: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="unary confidence given to grown-region pixels; null: the grown regions "
+        "do not enter the unary (they lowered mIoU on both development datasets)",
+    )
+    min_kept_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="a labelled class whose final area is below this share of its grown "
+        "area has vanished: its grown region is restored and the image flagged",
     )
     min_confidence: float | None = Field(
         None, ge=0, le=1, description="pixels below this CRF confidence become 255"
     )
+
+    @model_validator(mode="after")
+    def _positive_powers(self) -> CrfConfig:
+        if any(not power > 0 for power in self.background_powers):
+            raise ValueError("background_powers must all be positive")
+        return self
 
 
 class ReviewConfig(_Section):

@@ -14,16 +14,27 @@ CAM stands in for background*, as in AffinityNet / IRN (Ahn & Kwak 2018/2019):
     bg(x)  = (1 - max_k cam_k(x)) ** background_power
     P(x)   = [bg(x), cam_1(x), ..., cam_K(x)] / sum
 
-With the default ``background_power = 1`` a single-class pixel with CAM value
-``m`` gets exactly ``P_fg = m`` and ``P_bg = 1 - m``: the normalised CAM is read
-as a probability, the fg/bg decision flips at ``m = 0.5`` and DSRG's thresholds
-keep their meaning (a pixel joins the foreground when its CAM exceeds 0.85, the
-background when every CAM is below 0.01). Larger powers (AffinityNet uses 4 to
-32) shrink the background score and so favour foreground; smaller powers favour
-background. Tune it from the data rather than by habit. Note that with power 1,
+With ``background_power = 1`` a single-class pixel with CAM value ``m`` gets
+exactly ``P_fg = m`` and ``P_bg = 1 - m``: the normalised CAM is read as a
+probability and the fg/bg decision flips at ``m = 0.5``. Larger powers
+(AffinityNet uses 4 to 32) shrink the background score and so favour
+foreground; smaller powers favour background. Note that with power 1,
 ``P_c <= cam_c``: DSRG growing at 0.85 can then only reach pixels whose CAM is
 above 0.85, so seeds must be stricter than that for growing to add anything
 (see :mod:`wsss_core.grow`).
+
+One power is not one model of background: how far a CAM reaches beyond or
+short of its object depends on the object. The CAM of a large object covers
+its most discriminative part only (a low power then floods the rest with
+background); the CAM of a thin one is wider than the object (a high power then
+spills into the background). So the final masks do not use one power: the
+crf stage refines each image at several powers and keeps the refinement whose
+object outline follows the image's own edges (:mod:`wsss_core.background`),
+and a labelled class left with (nearly) no pixel gets its grown region back
+(:mod:`wsss_core.recovery`). Background is thus decided by the CAMs (where
+the classifier sees the class), the image (where its outline runs) and the
+image-level labels (every labelled class keeps a region). Growing still uses
+one power (``grow.background_power``).
 
 This module also owns the label-value <-> channel mapping that seeds, growing
 and the CRF share (:func:`check_class_ids`, :func:`channel_lookup`).

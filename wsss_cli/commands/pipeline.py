@@ -77,6 +77,14 @@ def _print_stage_counts(result) -> None:
     print(f"shards recomputed: {computed}")
 
 
+def _print_recovered(result) -> None:
+    """One line on masks whose labelled class the crf stage restored."""
+    from wsss_core.report.run_report import recovered_lines
+
+    if result.recovered:
+        print(*recovered_lines(result.recovered, limit=5))
+
+
 def _print_failures(state, result) -> int:
     """One line per failed shard on stderr; the exit code."""
     if not state.is_failed():
@@ -96,6 +104,7 @@ def _print_pipeline_result(result) -> None:
             "`wsss run --retrain` learns from them"
         )
     _print_stage_counts(result)
+    _print_recovered(result)
     if result.evaluation is not None:
         print(f"\nmIoU per stage over {result.evaluation.images} images with ground truth:")
         print(result.evaluation.table())
@@ -197,6 +206,7 @@ class Label:
             config_file=config_file,
         )
         _print_stage_counts(result)
+        _print_recovered(result)
         return _print_failures(state, result)
 
 

@@ -13,6 +13,7 @@ from wsss_core.data.images import load_label_map, load_rgb
 from wsss_core.data.manifest import ImageRecord, read_manifest, read_quarantine
 from wsss_core.report.figures import StagePanels, save_iou_bars, save_stage_overlays
 from wsss_core.stages.common import ShardFailure, shard_maps_current
+from wsss_core.stages.crf_stage import RecoveredMask
 from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
@@ -32,6 +33,7 @@ class RunSummary:
     computed_images: dict[str, int] = field(default_factory=dict)
     model_behind_data: bool = False  # reused although training images changed since
     model_hash: str = ""  # the classifier the maps of this run come from
+    recovered: tuple[RecoveredMask, ...] = ()  # final masks with a class restored
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
         lines += [
             f"| {f.stage} | {f.shard_index} | {_table_cell(f.error)} |" for f in summary.failures
         ]
+    if summary.recovered:
+        lines += ["", *recovered_lines(summary.recovered, limit=20)]
     if summary.evaluation is not None:
         lines += [
             "",
@@ -151,6 +155,17 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
     for title, path in figures.items():
         lines += ["", f"## {title}", "", f"![{title}]({path.name})"]
     return "\n".join(lines) + "\n"
+
+
+def recovered_lines(recovered: tuple[RecoveredMask, ...], limit: int) -> list[str]:
+    """What the report and the CLI say of masks whose class was restored."""
+    shown = ", ".join(str(mask) for mask in recovered[:limit])
+    more = f", and {len(recovered) - limit} more" if len(recovered) > limit else ""
+    return [
+        f"masks recovered: {len(recovered)} image(s) where the CRF (nearly) emptied a labelled "
+        "class; its grown region was kept, and review flags them `mask-recovered`, first in "
+        f"the review queue: {shown}{more}"
+    ]
 
 
 def write_run_report(

@@ -30,7 +30,12 @@ from typing import Any
 from wsss_core.config import ReviewConfig
 from wsss_core.data.images import voc_palette
 from wsss_core.data.manifest import read_manifest
-from wsss_core.review.review_files import FLAGS, ReviewFiles, write_review_files
+from wsss_core.review.review_files import (
+    FLAGS,
+    MASK_RECOVERED,
+    ReviewFiles,
+    write_review_files,
+)
 from wsss_core.review.reviews import (
     APPROVED,
     NEEDS_FIX,
@@ -332,17 +337,19 @@ def _save_review_views(dataset: Any) -> None:
     from fiftyone import ViewField
 
     unreviewed = dataset.match_tags([APPROVED, REJECTED], bool=False)
+    recovered_first = [(ViewField("flags").contains(MASK_RECOVERED), -1), ("crf_confidence", 1)]
     views = {
         "review-queue": (
-            unreviewed.sort_by("crf_confidence"),
-            "not yet approved or rejected, least confident masks first",
+            unreviewed.sort_by(recovered_first),
+            "not yet approved or rejected: masks with a recovered class first, then the "
+            "least confident",
         ),
         "approved": (dataset.match_tags(APPROVED), "masks a reviewer approved (frozen)"),
         "rejected": (dataset.match_tags(REJECTED), "never exported"),
         "needs-fix": (dataset.match_tags(NEEDS_FIX), "re-queued for the next run"),
         "label-suspects": (
             dataset.match(ViewField("flags").length() > 0).sort_by("crf_confidence"),
-            f"curation flags ({', '.join(FLAGS)}): check the image-level labels",
+            f"curation flags ({', '.join(FLAGS)}): check the labels, or the mask",
         ),
     }
     for name, (view, description) in views.items():

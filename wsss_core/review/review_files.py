@@ -19,7 +19,9 @@ cam stage), which point at image-level labels to check:
 - ``missing_label_candidates``: unlabelled classes scored above
   ``ReviewConfig.missing_label_above`` (a label is possibly missing);
 - ``flags``: ``label-suspect``, ``label-missing``, ``duplicate``, for whichever
-  of the above applies.
+  of the above applies, and ``mask-recovered`` when the crf stage restored a
+  labelled class the CRF had (nearly) emptied (``wsss_core/recovery.py``):
+  that mask is partly the grown region, worth a look first.
 
 Speed: the PNGs are derived views, so they are written with fast zlib settings
 (level 1) on a few threads, and only when their shard changed:
@@ -53,9 +55,10 @@ UNKNOWN = 255
 LABEL_SUSPECT = "label-suspect"
 LABEL_MISSING = "label-missing"
 DUPLICATE = "duplicate"
-FLAGS = (LABEL_SUSPECT, LABEL_MISSING, DUPLICATE)
+MASK_RECOVERED = "mask-recovered"
+FLAGS = (LABEL_SUSPECT, LABEL_MISSING, DUPLICATE, MASK_RECOVERED)
 STAGES = ("cam", "seeds", "grown", "crf")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: per-image recovered classes
 PNG_COMPRESS_LEVEL = 1  # ~3x faster than Pillow's default 6; files ~1.7x larger
 CHUNK = 32  # images encoded concurrently (bounds the arrays held at once)
 
@@ -137,9 +140,12 @@ def label_flags(
 
 
 def flags_for(
-    suspects: Sequence[str], missing: Sequence[str], duplicate_of: str | None
+    suspects: Sequence[str],
+    missing: Sequence[str],
+    duplicate_of: str | None,
+    recovered: Sequence[int] = (),
 ) -> tuple[str, ...]:
-    present = (bool(suspects), bool(missing), duplicate_of is not None)
+    present = (bool(suspects), bool(missing), duplicate_of is not None, bool(recovered))
     return tuple(flag for flag, on in zip(FLAGS, present, strict=True) if on)
 
 
@@ -229,6 +235,7 @@ def _write_image(
         "unknown_share": float((grown.labels == UNKNOWN).mean()),
         "class_scores": None if cam.class_scores is None else list(cam.class_scores),
         "class_ids": list(cam.class_ids),
+        "recovered": list(crf.recovered or ()),
     }
 
 
@@ -275,7 +282,7 @@ def _review_files(
         class_scores=None if class_scores is None else tuple(class_scores),
         label_suspects=suspects,
         missing_label_candidates=missing,
-        flags=flags_for(suspects, missing, duplicate_of),
+        flags=flags_for(suspects, missing, duplicate_of, scores.get("recovered", ())),
     )
 
 

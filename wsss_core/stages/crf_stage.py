@@ -1,15 +1,24 @@
-"""Stage ``crf``: dense-CRF refinement of the grown regions; final masks as PNG too."""
+"""Stage ``crf``: the final masks (Parquet and ``masks/<image_id>.png``).
+
+Per image: dense-CRF refinement at each candidate background power, the
+best-outlined result kept (``wsss_core/background.py``), then the check that
+no labelled class vanished (``wsss_core/recovery.py``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from wsss_core.background import refine_best_background
 from wsss_core.config import PipelineConfig
-from wsss_core.crf import CrfParams, refine_with_crf
+from wsss_core.crf import CrfParams
 from wsss_core.data.images import load_rgb, save_label_map, voc_palette
-from wsss_core.data.manifest import ImageRecord
-from wsss_core.probability import anchor_probabilities, probability_map
-from wsss_core.stages.common import ShardOutcome, shard_records
+from wsss_core.data.manifest import ImageRecord, read_manifest
+from wsss_core.recovery import recover_vanished_classes
+from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
 from wsss_core.stages.label_stage import run_label_stage
 from wsss_core.store.maps import CamRecord, LabelRecord, read_label_shard
+from wsss_core.store.parquet_io import iter_batches
 from wsss_core.store.workspace import Workspace
 
 
@@ -32,20 +41,32 @@ def run_crf_shard(
     show_progress: bool = False,
     model_hash: str | None = None,
 ) -> ShardOutcome:
-    params, palette = crf_params(config), voc_palette()
+    params, palette, settings = crf_params(config), voc_palette(), config.crf
 
     def per_image(record: ImageRecord, cams: CamRecord, grown: LabelRecord | None) -> LabelRecord:
         assert grown is not None
-        # Grown regions become confident unaries; unknown pixels keep the CAM probabilities.
-        probs = probability_map(cams.cams, background_power=config.grow.background_power)
-        unary = anchor_probabilities(
-            probs, grown.labels, cams.class_ids, confidence=config.crf.anchor_confidence
+        anchor = (
+            None
+            if settings.anchor_confidence is None
+            else (grown.labels, settings.anchor_confidence)
         )
-        result = refine_with_crf(
-            load_rgb(record.uri), unary, cams.class_ids, params, config.crf.min_confidence
+        choice = refine_best_background(
+            load_rgb(record.uri),
+            cams.cams,
+            cams.class_ids,
+            settings.background_powers,
+            params,
+            settings.min_confidence,
+            anchor,
         )
-        save_label_map(workspace.mask_path(record.image_id), result.labels, palette)
-        return LabelRecord(record.image_id, result.labels, result.confidence)
+        result = choice.result
+        labels, recovered = recover_vanished_classes(
+            result.labels, grown.labels, cams.class_ids, settings.min_kept_share
+        )
+        save_label_map(workspace.mask_path(record.image_id), labels, palette)
+        return LabelRecord(
+            record.image_id, labels, result.confidence, recovered, choice.background_power
+        )
 
     outcome = run_label_stage(
         workspace, config, shard_index, "crf", "grown", per_image, show_progress, model_hash
@@ -73,3 +94,32 @@ def restore_missing_masks(workspace: Workspace, config: PipelineConfig, shard_in
             save_label_map(workspace.mask_path(row.image_id), row.labels, palette)
             restored += 1
     return restored
+
+
+@dataclass(frozen=True)
+class RecoveredMask:
+    """A final mask in which a labelled class was restored from its grown region."""
+
+    image_id: str
+    class_names: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.image_id} ({', '.join(self.class_names)})"
+
+
+def recovered_masks(
+    workspace: Workspace, config: PipelineConfig, model_hash: str
+) -> tuple[RecoveredMask, ...]:
+    """Every current final mask with a recovered class (reads two columns per shard)."""
+    manifest = read_manifest(workspace)
+    found = []
+    for index, records in enumerate(manifest.shards(config.shard_size)):
+        path = workspace.shard_path("crf", index)
+        if not records or not is_fresh(path, expected_lineage(config, "crf", model_hash, records)):
+            continue
+        for batch in iter_batches(path, 256, columns=["image_id", "recovered"]):
+            for row in batch.to_pylist():
+                if row["recovered"]:
+                    names = tuple(manifest.class_names[c] for c in row["recovered"])
+                    found.append(RecoveredMask(row["image_id"], names))
+    return tuple(found)

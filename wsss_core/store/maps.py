@@ -29,6 +29,11 @@ height     int32        rows
 width      int32        columns
 labels     binary       uint8 label map, C order (0 bg, k+1 class k, 255)
 confidence binary (null) float16 per-pixel confidence (CRF only)
+recovered  list<int16>  class ids whose grown region was restored because
+           (null)       the CRF had (nearly) emptied them (CRF only,
+                        ``wsss_core/recovery.py``)
+background float32      the background power the image's CRF result was
+_power     (null)       chosen at (CRF only, ``wsss_core/background.py``)
 ========== ============ ==================================================
 
 Metadata (``wsss`` key): ``schema_version``, ``stage``, ``dtype`` of the
@@ -84,6 +89,8 @@ LABEL_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("labels", pa.binary()),
         ("confidence", pa.binary()),
+        ("recovered", pa.list_(pa.int16())),
+        ("background_power", pa.float32()),
     ]
 )
 
@@ -102,6 +109,8 @@ class LabelRecord:
     image_id: str
     labels: np.ndarray  # uint8 [H, W]
     confidence: np.ndarray | None = None  # float32 [H, W]
+    recovered: tuple[int, ...] | None = None  # CRF only: classes restored from the grown region
+    background_power: float | None = None  # CRF only: the power its result was chosen at
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,8 @@ def write_label_shard(
                 None if r.confidence is None else arrays.encode(r.confidence, np.float16)
                 for r in records
             ],
+            "recovered": [None if r.recovered is None else list(r.recovered) for r in records],
+            "background_power": [r.background_power for r in records],
         },
         schema=LABEL_SCHEMA,
     )
@@ -267,7 +278,14 @@ def read_label_shard(path: Path, batch_size: int = ROW_GROUP_SIZE) -> Iterator[L
             confidence = None
             if row["confidence"] is not None:
                 confidence = arrays.decode(row["confidence"], shape, np.float16).astype(np.float32)
-            yield LabelRecord(row["image_id"], labels, confidence)
+            recovered = row.get("recovered")
+            yield LabelRecord(
+                row["image_id"],
+                labels,
+                confidence,
+                None if recovered is None else tuple(recovered),
+                row.get("background_power"),
+            )
 
 
 def shard_paths(directory: Path) -> list[Path]:

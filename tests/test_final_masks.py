@@ -1,0 +1,168 @@
+"""Final masks: the background level chosen from image edges, and no labelled class vanishing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsss_core.background import (
+    NO_OUTLINE,
+    edge_strength,
+    outline_edge_strength,
+    refine_best_background,
+)
+from wsss_core.config import PipelineConfig
+from wsss_core.crf import CrfParams
+from wsss_core.data.folder_source import ingest_folder
+from wsss_core.data.manifest import read_manifest
+from wsss_core.recovery import recover_vanished_classes
+from wsss_core.review.review_files import MASK_RECOVERED, write_review_files
+from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
+from wsss_core.stages.crf_stage import recovered_masks, run_crf_shard
+from wsss_core.store.maps import (
+    CamRecord,
+    LabelRecord,
+    read_label_shard,
+    write_cam_shard,
+    write_label_shard,
+)
+from wsss_core.store.workspace import Workspace
+
+POWERS = (0.5, 0.7, 1.0, 1.4, 4.0)
+
+
+def _ring_scene(size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright ring on a flat dark background, and a CAM blob wider than the ring.
+
+    Power 0.5 declares the whole ring background; power 4 spills into the dark
+    disc and around the ring; 0.7 to 1.4 give the ring.
+    """
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)
+    ring = (radius > 12) & (radius < 17)
+    image = np.full((size, size, 3), 60.0)
+    image[ring] = (230, 200, 80)
+    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    cam = np.exp(-(radius**2) / (2 * 14.0**2))[None].astype(np.float32)
+    return image, cam, ring
+
+
+def _iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    return float((mask & truth).sum() / (mask | truth).sum())
+
+
+def test_outline_strength_is_highest_on_the_objects_edges() -> None:
+    image, _, ring = _ring_scene()
+    strength = edge_strength(image)
+    on_edges = outline_edge_strength(np.where(ring, 1, 0).astype(np.uint8), strength)
+    disc = np.zeros_like(ring)
+    disc[27:37, 27:37] = True  # inside the dark centre
+    across = outline_edge_strength(np.where(disc, 1, 0).astype(np.uint8), strength)
+    assert on_edges > 3 * across
+
+
+def test_outline_strength_of_empty_and_full_masks() -> None:
+    strength = edge_strength(_ring_scene()[0])
+    assert outline_edge_strength(np.zeros((64, 64), np.uint8), strength) == NO_OUTLINE
+    full = outline_edge_strength(np.ones((64, 64), np.uint8), strength)
+    assert full == pytest.approx(float(strength.mean()))
+    unknown = np.full((64, 64), 255, np.uint8)  # unknown is not an object
+    assert outline_edge_strength(unknown, strength) == NO_OUTLINE
+
+
+def test_each_image_keeps_the_level_whose_outline_follows_the_object() -> None:
+    image, cams, ring = _ring_scene()
+    too_low = refine_best_background(image, cams, [0], (0.5,), CrfParams())
+    too_high = refine_best_background(image, cams, [0], (4.0,), CrfParams())
+    chosen = refine_best_background(image, cams, [0], POWERS, CrfParams())
+    assert (too_low.result.labels == 1).sum() == 0
+    assert _iou(too_high.result.labels == 1, ring) < 0.9
+    assert chosen.background_power in (0.7, 1.0, 1.4)
+    assert _iou(chosen.result.labels == 1, ring) > 0.95
+
+
+def test_a_vanished_class_gets_its_grown_region_back() -> None:
+    crf = np.zeros((8, 8), np.uint8)
+    crf[0:2, 0:2] = 3  # class 2 kept, plenty of it
+    crf[6:8, 6:8] = 3  # ... and it took part of class 0's grown region
+    grown = np.full((8, 8), 255, np.uint8)
+    grown[0:2, 0:2] = 3
+    grown[5:8, 5:8] = 1  # class 0: the CRF left it nothing
+    out, recovered = recover_vanished_classes(crf, grown, [0, 2], min_kept_share=0.1)
+    assert recovered == (0,)
+    assert (out == 1).sum() == 9 - 4  # its grown region, less the other class's pixels
+    assert (out[6:8, 6:8] == 3).all()
+    assert (crf == 1).sum() == 0  # the input is not modified
+
+
+def test_a_class_shrunk_far_below_its_grown_area_counts_as_vanished() -> None:
+    grown = np.zeros((10, 10), np.uint8)
+    grown[:, :5] = 1
+    crf = np.zeros((10, 10), np.uint8)
+    crf[0, 0:4] = 1  # 4 of 50 pixels kept
+    assert recover_vanished_classes(crf, grown, [0], 0.1)[1] == (0,)
+    assert recover_vanished_classes(crf, grown, [0], 0.05)[1] == ()
+    with pytest.raises(ValueError, match="min_kept_share"):
+        recover_vanished_classes(crf, grown, [0], 1.5)
+
+
+@pytest.fixture
+def flooded_workspace(tmp_path: Path) -> tuple[Workspace, PipelineConfig]:
+    """One flat image labelled 'cat' whose CAM is a single pixel: the CRF floods it.
+
+    Its cam and grown shards are written by hand (no training): the grown region
+    is a 4 x 4 block, what the fallback must put back.
+    """
+    root, workspace = tmp_path / "data", Workspace(tmp_path / "ws")
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (24, 16), (90, 120, 60)).save(root / "images" / "a.png")
+    (root / "labels.csv").write_text("image_id,labels\na,cat\n")
+    ingest_folder(root / "images", root / "labels.csv", workspace)
+    workspace.model_path.parent.mkdir(parents=True, exist_ok=True)
+    workspace.model_path.write_bytes(b"stand-in checkpoint")
+    defaults = PipelineConfig()
+    config = defaults.model_copy(
+        update={"crf": defaults.crf.model_copy(update={"gaussian_compat": 60.0})}
+    )
+    records = read_manifest(workspace).records
+    model = current_model_hash(workspace)
+    cams = np.zeros((1, 16, 24), np.float32)
+    cams[0, 8, 12] = 1.0
+    write_cam_shard(
+        workspace.shard_path("cam", 0),
+        [CamRecord("a", (0,), cams, (0.9,))],
+        expected_lineage(config, "cam", model, records),
+        inputs=input_hashes(records),
+    )
+    grown = np.zeros((16, 24), np.uint8)
+    grown[6:10, 10:14] = 1
+    for stage, labels in (("seeds", grown), ("grown", grown)):
+        write_label_shard(
+            workspace.shard_path(stage, 0),
+            stage,
+            [LabelRecord("a", labels)],
+            expected_lineage(config, stage, model, records),
+            input_hashes(records),
+        )
+    return workspace, config
+
+
+def test_an_image_whose_crf_would_empty_a_class_falls_back_and_is_flagged(flooded_workspace):
+    workspace, config = flooded_workspace
+    model = current_model_hash(workspace)
+    run_crf_shard(workspace, config, 0, model_hash=model)
+    (row,) = read_label_shard(workspace.shard_path("crf", 0))
+    assert row.recovered == (0,)
+    assert (row.labels == 1).sum() == 16
+    assert row.background_power in config.crf.background_powers
+    mask = np.asarray(Image.open(workspace.mask_path("a")))
+    assert (mask == 1).sum() == 16
+    (found,) = recovered_masks(workspace, config, model)
+    assert str(found) == "a (cat)"
+    manifest = read_manifest(workspace)
+    (files,) = write_review_files(workspace, manifest, config.shard_size)
+    assert MASK_RECOVERED in files.flags
