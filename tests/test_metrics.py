@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score
 
 from wsss_core.metrics import (
     ConfusionMatrix,
+    ObjectCoverage,
     average_precision,
     confusion_matrix,
     mean_average_precision,
@@ -218,3 +219,58 @@ def test_average_precision_bad_input(scores: np.ndarray, targets: np.ndarray, me
 def test_mean_average_precision_needs_2d() -> None:
     with pytest.raises(ValueError, match="2-D"):
         mean_average_precision(np.array([0.1, 0.2]), np.array([1, 0]))
+
+
+def test_object_coverage_by_hand() -> None:
+    coverage = ObjectCoverage(3)
+    coverage.update(GT, PRED, labels=[0, 1])
+    # Object pixels (gt 1 or 2, gt 255 ignored): 4; kept 3, the fourth unknown (255).
+    assert coverage.fg_recall == pytest.approx(3 / 4)
+    assert coverage.fg_wrong_class == 0.0
+    # Background pixels: 3, one labelled class 1.
+    assert coverage.bg_to_fg == pytest.approx(1 / 3)
+    assert coverage.emptied == 0.0
+
+
+def test_object_coverage_wrong_class_and_unknown() -> None:
+    coverage = ObjectCoverage(3)
+    gt = np.array([[1, 2, 2, 1]], np.uint8)
+    coverage.update(gt, np.array([[2, 2, 255, 0]], np.uint8), labels=[0, 1])
+    assert coverage.fg_recall == pytest.approx(1 / 4)
+    assert coverage.fg_wrong_class == pytest.approx(1 / 4)  # the 255 is neither kept nor wrong
+    assert math.isnan(coverage.bg_to_fg)  # no background pixel to lose
+
+
+def test_object_coverage_emptied_images_share_of_scored_images() -> None:
+    coverage = ObjectCoverage(3)
+    gt = np.array([[0, 1]], np.uint8)
+    coverage.update(gt, np.array([[0, 0]], np.uint8), labels=[0])  # emptied
+    coverage.update(gt, np.array([[0, 2]], np.uint8), labels=[0])  # only a wrong class: emptied
+    coverage.update(gt, np.array([[2, 0]], np.uint8), labels=[0, 1])  # class 1 kept somewhere
+    coverage.update(gt, np.array([[0, 0]], np.uint8), labels=[])  # unlabelled: never emptied
+    assert coverage.images == 4
+    assert coverage.emptied == pytest.approx(2 / 4)
+
+
+def test_object_coverage_ignores_gt_255_but_not_for_emptied() -> None:
+    coverage = ObjectCoverage(2)
+    gt = np.array([[255, 255]], np.uint8)
+    coverage.update(gt, np.array([[1, 0]], np.uint8), labels=[0])
+    assert math.isnan(coverage.fg_recall) and math.isnan(coverage.bg_to_fg)
+    assert coverage.emptied == 0.0  # the mask holds the labelled class, under ignored gt
+
+
+def test_object_coverage_without_images_is_nan() -> None:
+    coverage = ObjectCoverage(3)
+    for value in (coverage.fg_recall, coverage.fg_wrong_class, coverage.bg_to_fg):
+        assert math.isnan(value)
+    assert math.isnan(coverage.emptied)
+
+
+def test_object_coverage_bad_input() -> None:
+    coverage = ObjectCoverage(3)
+    with pytest.raises(ValueError, match="class id"):
+        coverage.update(GT, PRED, labels=[2])
+    with pytest.raises(ValueError, match="pred holds value 7"):
+        coverage.update(GT, np.full_like(PRED, 7), labels=[0])
+    assert coverage.images == 0

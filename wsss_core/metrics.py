@@ -12,6 +12,8 @@ pixel accuracy and show up in :meth:`ConfusionMatrix.coverage`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 IGNORE = 255
@@ -108,6 +110,73 @@ class ConfusionMatrix:
         """Share of evaluated pixels with a prediction other than 255."""
         total = self.num_pixels
         return float(1.0 - self._counts[:, -1].sum() / total) if total else np.nan
+
+
+class ObjectCoverage:
+    """Where the ground truth's pixels went, for choosing a method (``wsss compare``).
+
+    mIoU hides *how* a mask is wrong; these shares say it (NaN without pixels
+    or images to compute them from):
+
+    - :attr:`fg_recall`: ground-truth object pixels given their true class;
+    - :attr:`fg_wrong_class`: ground-truth object pixels given another object class
+      (the rest went to background or stayed unknown: a 255 prediction is
+      neither kept nor wrong);
+    - :attr:`bg_to_fg`: ground-truth background pixels given some class;
+    - :attr:`emptied`: images with a labelled class whose prediction holds no
+      pixel of any of their labelled classes, as a share of the images scored.
+
+    Ground truth 255 is ignored, as in :class:`ConfusionMatrix`.
+    """
+
+    def __init__(self, num_labels: int) -> None:
+        if not 1 <= num_labels < IGNORE:
+            raise ValueError(f"num_labels must be in 1..{IGNORE - 1}, got {num_labels}")
+        self.num_labels = num_labels
+        self._counts = np.zeros((num_labels, num_labels + 1), np.int64)
+        self.images = 0
+        self.emptied_images = 0
+
+    def update(self, gt: np.ndarray, prediction: np.ndarray, labels: Sequence[int]) -> None:
+        """Add one image; ``labels``: its image-level class ids (label value ``k + 1``)."""
+        values = [int(label) + 1 for label in labels]
+        if any(not 1 <= value < self.num_labels for value in values):
+            raise ValueError(
+                f"labels {list(labels)} hold a class id outside 0..{self.num_labels - 2}"
+            )
+        self._counts += confusion_matrix(gt, prediction, self.num_labels)
+        self.images += 1
+        if values and not np.isin(np.asarray(prediction), values).any():
+            self.emptied_images += 1
+
+    def _objects(self) -> np.ndarray:
+        """Counts of the ground-truth object rows (background row 0 left out)."""
+        return self._counts[1:]
+
+    @property
+    def fg_recall(self) -> float:
+        objects = self._objects()
+        kept = np.trace(objects[:, 1 : self.num_labels])  # row k, column k + 1: the true class
+        return _share(kept, objects.sum())
+
+    @property
+    def fg_wrong_class(self) -> float:
+        objects = self._objects()
+        as_objects = objects[:, 1 : self.num_labels]
+        return _share(as_objects.sum() - np.trace(as_objects), objects.sum())
+
+    @property
+    def bg_to_fg(self) -> float:
+        background = self._counts[0]
+        return _share(background[1 : self.num_labels].sum(), background.sum())
+
+    @property
+    def emptied(self) -> float:
+        return _share(self.emptied_images, self.images)
+
+
+def _share(part: int | np.integer, total: int | np.integer) -> float:
+    return float(part / total) if total else float("nan")
 
 
 def _check_scores(scores: np.ndarray, targets: np.ndarray, ndim: int) -> None:

@@ -7,7 +7,7 @@ class in ``COMMANDS`` (the order of `wsss --help`).
 
 from __future__ import annotations
 
-from wsss_cli.commands import config, export, ingest, pipeline, review, status, train
+from wsss_cli.commands import compare, config, export, ingest, pipeline, review, status, train
 
 COMMANDS = (
     pipeline.Demo,
@@ -16,6 +16,7 @@ COMMANDS = (
     pipeline.Run,
     pipeline.Label,
     pipeline.Eval,
+    compare.Compare,
     status.Status,
     review.Review,
     export.Export,

@@ -1,0 +1,74 @@
+"""Scores of one config's maps for `wsss compare`: mIoU as `wsss eval` takes it, and where
+the ground truth's object and background pixels went (:class:`ObjectCoverage`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsss_core.config import PipelineConfig
+from wsss_core.data.images import load_label_map
+from wsss_core.data.manifest import Manifest
+from wsss_core.metrics import ConfusionMatrix, ObjectCoverage
+from wsss_core.stages.evaluate_stage import thresholded_cam
+from wsss_core.stages.registry import map_stage
+from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.workspace import MAP_STAGES, Workspace
+
+
+@dataclass
+class StageTally:
+    """One stage's accumulators over the scored images."""
+
+    confusion: ConfusionMatrix
+    coverage: ObjectCoverage
+    images: int = 0
+
+
+def stage_predictions(
+    workspace: Workspace, config: PipelineConfig, stage: str, shard_index: int
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(image id, label map) of a stage's shard; CAM tables thresholded as evaluation does."""
+    path = workspace.shard_path(stage, shard_index)
+    if map_stage(stage).cam_table:
+        for cams in read_cam_shard(path):
+            yield cams.image_id, thresholded_cam(cams, config.cam.threshold)
+    else:
+        for row in read_label_shard(path):
+            yield row.image_id, row.labels
+
+
+def score_maps(
+    workspace: Workspace, config: PipelineConfig, manifest: Manifest
+) -> dict[str, StageTally]:
+    """Every map stage scored on the images with ground truth, shard by shard.
+
+    One shard's ground truth and one batch of maps are held at a time.
+    """
+    num_labels = len(manifest.class_names) + 1
+    tallies = {
+        stage: StageTally(ConfusionMatrix(num_labels), ObjectCoverage(num_labels))
+        for stage in MAP_STAGES
+    }
+    for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
+        scored = {record.image_id: record for record in shard if record.gt_uri}
+        if not scored:
+            continue
+        truth = {image_id: load_label_map(r.gt_uri) for image_id, r in scored.items()}
+        for stage, tally in tallies.items():
+            seen = 0
+            for image_id, prediction in stage_predictions(workspace, config, stage, shard_index):
+                if image_id not in truth:
+                    continue
+                tally.confusion.update(truth[image_id], prediction)
+                tally.coverage.update(truth[image_id], prediction, scored[image_id].labels)
+                seen += 1
+            if seen != len(truth):
+                raise ValueError(
+                    f"{workspace.shard_path(stage, shard_index)}: holds {seen} of the shard's "
+                    f"{len(truth)} images with ground truth; compare again to recompute it"
+                )
+            tally.images += seen
+    return tallies

@@ -1,0 +1,49 @@
+"""The one table of map stages: each stage's per-shard function and the kind of maps it writes.
+
+Keyed like :data:`wsss_core.store.workspace.MAP_STAGES` (pipeline order lives
+there); code that walks the stages iterates ``MAP_STAGES`` and looks each one
+up here, so a new stage is one entry in each place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wsss_core.config import PipelineConfig
+from wsss_core.stages.cam_stage import run_cam_shard
+from wsss_core.stages.common import ShardOutcome
+from wsss_core.stages.crf_stage import run_crf_shard
+from wsss_core.stages.grow_stage import run_grow_shard
+from wsss_core.stages.seeds_stage import run_seeds_shard
+from wsss_core.store.workspace import MAP_STAGES, Workspace
+
+# run(workspace, config, shard_index, show_progress, model_hash) -> what it did
+ShardRunner = Callable[[Workspace, PipelineConfig, int, bool, str | None], ShardOutcome]
+
+
+@dataclass(frozen=True)
+class MapStage:
+    run: ShardRunner
+    # True: per-class score maps read with read_cam_shard (scored thresholded at
+    # cam.threshold, as evaluation scores ``cam``); False: label maps (read_label_shard).
+    cam_table: bool
+
+
+MAP_STAGE_RUNNERS: dict[str, MapStage] = {
+    "cam": MapStage(run_cam_shard, cam_table=True),
+    "seeds": MapStage(run_seeds_shard, cam_table=False),
+    "grown": MapStage(run_grow_shard, cam_table=False),
+    "crf": MapStage(run_crf_shard, cam_table=False),
+}
+
+
+def map_stage(name: str) -> MapStage:
+    """The table's entry for a stage of ``MAP_STAGES``; a clear error when it has none."""
+    try:
+        return MAP_STAGE_RUNNERS[name]
+    except KeyError:
+        raise KeyError(
+            f"map stage {name!r} (in MAP_STAGES {MAP_STAGES}) has no entry in "
+            "wsss_core/stages/registry.py MAP_STAGE_RUNNERS"
+        ) from None

@@ -1,0 +1,189 @@
+"""Where `wsss compare` keeps its work, apart from the workspace's own files.
+
+Under the compare directory (default ``WS/compare/``)::
+
+    models/<train hash>/classifier.pt, last.pt, ...   trained for a train section the
+                                                      workspace's classifier was not
+    <images>/manifest.parquet                         the workspace's manifest, or the
+                                                      chosen images' rows of it
+    <images>/shards-<size>/maps/<stage>/<stage hash>/part-NNNNN.parquet
+    <images>/shards-<size>/maps/<stage>/<stage hash>/part-NNNNN.cost.json
+    <images>/shards-<size>/masks/<final stage hash>/<image_id>.png
+
+``<images>`` is ``all`` or a hash of the chosen ids; ``<stage hash>`` is
+``stage_config_hash(config, stage)``, so configs that agree on a stage's
+sections share its shards. ``shard_size`` decides which images share a CAM
+batch, and batch mates move CAMs in the last float bits: shards of other sizes
+are other files.
+
+A :class:`ComparisonWorkspace` is one config's view: every path the stages
+use is one of the above, and any path it does not override derives from its
+root under the compare directory, so nothing a stage writes can land in the
+workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from wsss_core.config import PipelineConfig, stage_config_hash
+from wsss_core.data.manifest import Manifest, read_manifest, write_manifest
+from wsss_core.store.atomic import atomic_write
+from wsss_core.store.maps import read_lineage
+from wsss_core.store.workspace import MAP_STAGES, Workspace
+
+ALL_IMAGES = "all"
+COMPARE_DIR = "compare"  # the default compare directory, inside the workspace
+
+
+@dataclass(frozen=True)
+class ComparisonWorkspace(Workspace):
+    """One config's maps of a compared image set (root: ``<images>/shards-<size>``)."""
+
+    config: PipelineConfig
+    manifest_file: Path
+    classifier: Path  # the checkpoint the map stages load (maybe the workspace's, read only)
+    models: Path  # where training for this config writes (never the workspace's models/)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.manifest_file
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models
+
+    @property
+    def model_path(self) -> Path:
+        return self.classifier
+
+    @property
+    def masks_dir(self) -> Path:
+        # The last stage writes the masks.
+        return self.root / "masks" / stage_config_hash(self.config, MAP_STAGES[-1])
+
+    def maps_dir(self, stage: str) -> Path:
+        return super().maps_dir(stage) / stage_config_hash(self.config, stage)
+
+
+@dataclass(frozen=True)
+class TrainingWorkspace(Workspace):
+    """Trains into ``root`` from another workspace's manifest, which it only reads."""
+
+    manifest_file: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.manifest_file
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root
+
+
+@dataclass(frozen=True)
+class ComparisonLayout:
+    """The paths of one compare directory."""
+
+    root: Path
+
+    def models_dir(self, config: PipelineConfig) -> Path:
+        return self.root / "models" / stage_config_hash(config, "train")
+
+    def images_dir(self, images_key: str) -> Path:
+        return self.root / images_key
+
+    def manifest_path(self, images_key: str) -> Path:
+        return self.images_dir(images_key) / "manifest.parquet"
+
+    def view(
+        self, images_key: str, config: PipelineConfig, classifier: Path
+    ) -> ComparisonWorkspace:
+        return ComparisonWorkspace(
+            self.images_dir(images_key) / f"shards-{config.shard_size}",
+            config,
+            self.manifest_path(images_key),
+            classifier,
+            self.models_dir(config),
+        )
+
+
+def images_key(manifest: Manifest, image_ids: Sequence[str] | None) -> str:
+    """``all``, or a hash of the chosen ids in manifest order (the same set, the same key)."""
+    if image_ids is None:
+        return ALL_IMAGES
+    chosen = set(image_ids)
+    ordered = [record.image_id for record in manifest.records if record.image_id in chosen]
+    if len(ordered) == len(manifest.records):
+        return ALL_IMAGES
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:16]
+
+
+def unknown_image_ids(manifest: Manifest, image_ids: Sequence[str]) -> list[str]:
+    """The ids that are no usable image of the manifest (removed, quarantined or never seen)."""
+    usable = {record.image_id for record in manifest.records}
+    return [image_id for image_id in image_ids if image_id not in usable]
+
+
+def write_images_manifest(
+    workspace: Workspace, layout: ComparisonLayout, image_ids: Sequence[str] | None
+) -> tuple[str, Manifest]:
+    """The compared images' manifest under the layout; rewritten only when its rows changed.
+
+    All images: every row, removed ones included, so shard ``i`` holds the
+    workspace's shard ``i`` images. Chosen images: their rows in manifest order.
+    """
+    manifest = read_manifest(workspace)
+    if image_ids is not None:
+        unknown = unknown_image_ids(manifest, image_ids)
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} image id(s) are no usable image of {workspace.manifest_path} "
+                f"(e.g. {unknown[0]!r})"
+            )
+    key = images_key(manifest, image_ids)
+    chosen = None if key == ALL_IMAGES else set(image_ids or ())
+    rows = [row for row in manifest.all_rows if chosen is None or row.image_id in chosen]
+    target = Workspace(layout.images_dir(key))  # a plain workspace: only its manifest is used
+    if target.manifest_path.exists():
+        previous = read_manifest(target)
+        if previous.all_rows == tuple(rows) and previous.class_names == manifest.class_names:
+            return key, previous
+    return key, write_manifest(target, rows, manifest.class_names, manifest.source)
+
+
+@dataclass(frozen=True)
+class ShardCost:
+    """What computing a shard's stage cost when it was computed (a cached shard keeps it)."""
+
+    seconds: float
+    images: int  # the images computed in those seconds
+
+
+def _cost_path(view: Workspace, stage: str, shard_index: int) -> Path:
+    return view.shard_path(stage, shard_index).with_suffix(".cost.json")
+
+
+def save_cost(view: Workspace, stage: str, shard_index: int, cost: ShardCost) -> None:
+    """Record the cost next to the shard, with the lineage of the shard it belongs to."""
+    lineage = read_lineage(view.shard_path(stage, shard_index))
+    if lineage is None:
+        return
+    text = json.dumps({**asdict(cost), "lineage": lineage.as_dict()}, sort_keys=True)
+    atomic_write(_cost_path(view, stage, shard_index), lambda tmp: Path(tmp).write_text(text))
+
+
+def saved_cost(view: Workspace, stage: str, shard_index: int) -> ShardCost | None:
+    """The recorded cost while the shard keeps the lineage it was recorded with, else None."""
+    lineage = read_lineage(view.shard_path(stage, shard_index))
+    try:
+        saved = json.loads(_cost_path(view, stage, shard_index).read_text())
+    except (OSError, ValueError):
+        return None
+    if lineage is None or saved.get("lineage") != lineage.as_dict():
+        return None
+    return ShardCost(float(saved["seconds"]), int(saved["images"]))
