@@ -18,6 +18,7 @@ from prefect.futures import PrefectFutureList, wait
 from prefect.states import Failed, State
 
 from flows.runners import RunnerOptions, make_task_runner
+from tasks.affinity import affinity_head, affinity_shard
 from tasks.cam import cam_shard
 from tasks.crf import crf_shard
 from tasks.grow import grow_shard
@@ -27,6 +28,7 @@ from wsss_core.stages.common import (
     ShardFailure,
     ShardOutcome,
     checked_model_hash,
+    map_stages,
     shard_count,
 )
 from wsss_core.stages.crf_stage import RecoveredMask, recovered_masks
@@ -34,8 +36,14 @@ from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
 
-# Stage name -> its per-shard task, in pipeline order.
-MAP_STAGE_TASKS = {"cam": cam_shard, "seeds": seeds_shard, "grown": grow_shard, "crf": crf_shard}
+# Stage name -> its per-shard task, in pipeline order (as ALL_MAP_STAGES).
+MAP_STAGE_TASKS = {
+    "cam": cam_shard,
+    "affinity": affinity_shard,
+    "seeds": seeds_shard,
+    "grown": grow_shard,
+    "crf": crf_shard,
+}
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,11 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
     images: dict[str, int] = {}
     seconds: dict[str, float] = {}
     failures: list[ShardFailure] = []
-    for stage, stage_task in MAP_STAGE_TASKS.items():
+    for stage in map_stages(config):
         started = time.perf_counter()
+        if stage == "affinity" and alive:  # its head learns from the CAMs of every shard
+            affinity_head(workspace, config, model_hash)
+        stage_task = MAP_STAGE_TASKS[stage]
         futures = stage_task.map(unmapped(workspace), unmapped(config), alive, unmapped(model_hash))
         done, stage_failures = collect_shards(stage, alive, futures)
         computed[stage] = sum(outcome.computed for outcome in done)

@@ -12,7 +12,12 @@ from wsss_core.store.workspace import Workspace
 
 @task(name="publish-review", retries=1, **TASK_DEFAULTS)
 def publish_review(workspace: Workspace, config: PipelineConfig) -> PublishSummary:
-    summary = publish(workspace, config.review, shard_size=config.shard_size)
+    summary = publish(
+        workspace,
+        config.review,
+        shard_size=config.shard_size,
+        with_affinity=config.affinity.enabled,
+    )
     get_run_logger().info(
         f"FiftyOne dataset {summary.dataset_name!r}: {summary.added} added, "
         f"{summary.updated} updated"

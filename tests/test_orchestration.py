@@ -18,7 +18,7 @@ from wsss_core.data.ingest import ingest
 from wsss_core.data.manifest import read_manifest
 from wsss_core.data.sources import IngestOptions
 from wsss_core.model.reuse import train_or_reuse
-from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.maps import read_cam_shard, read_label_shard, shard_paths
 from wsss_core.store.workspace import MAP_STAGES, Workspace
 
 IMAGES = 30
@@ -327,3 +327,70 @@ def test_a_dask_worker_dying_fails_its_shard_only(prefect_harness):
     assert [outcome.shard_index for outcome in done] == [0, 2]
     assert [(f.stage, f.shard_index) for f in failures] == [("crf", 1)]
     assert failures[0].error.startswith("KilledWorker")
+
+
+AFFINITY = {
+    "enabled": True,
+    "input_side": 64,
+    "train_images": 12,
+    "epochs": 1,
+    "train_radius": 5,
+}
+
+
+def _head_files(workspace: Workspace) -> list[Path]:
+    return sorted((workspace.models_dir / "affinity").glob("*.pt"))
+
+
+def _walked(workspace: Workspace) -> dict[str, np.ndarray]:
+    return {
+        record.image_id: record.cams
+        for path in shard_paths(workspace.maps_dir("affinity"))
+        for record in read_cam_shard(path)
+    }
+
+
+def test_the_affinity_stage_trains_its_head_once_and_caches_like_the_others(trained, tmp_path):
+    from flows.runners import RunnerOptions, prefect_api_for_workers
+
+    workspace = Workspace(tmp_path / "affinity")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    config_file = _write_config(tmp_path / "affinity.yaml", affinity=AFFINITY)
+    state, first = _label(workspace.root, config_file)
+    assert state.is_completed(), state.message
+    # Switching it on walks every shard and redoes the crf (which restores from the walk);
+    # cam, seeds and grown do not depend on it.
+    assert first.computed_shards == {"cam": 0, "affinity": 3, "seeds": 0, "grown": 0, "crf": 3}
+    assert len(_head_files(workspace)) == 1
+    walked = _walked(workspace)
+    assert len(walked) == IMAGES - HELD_BACK
+    state, again = _label(workspace.root, config_file)
+    assert again.computed_shards == dict.fromkeys(first.computed_shards, 0)
+    # A walk setting: walked again with the same head.
+    walk_file = _write_config(tmp_path / "beta.yaml", affinity={**AFFINITY, "beta": 8.0})
+    state, rewalked = _label(workspace.root, walk_file)
+    assert rewalked.computed_shards == {"cam": 0, "affinity": 3, "seeds": 0, "grown": 0, "crf": 3}
+    assert len(_head_files(workspace)) == 1
+    # The same maps from Dask workers, the head trained again there from scratch.
+    on_dask = Workspace(tmp_path / "affinity-dask")
+    shutil.copytree(trained["snapshot"].root, on_dask.root)
+    with prefect_api_for_workers():
+        state, _ = _label(on_dask.root, config_file, RunnerOptions(kind="dask", workers=2))
+    assert state.is_completed(), state.message
+    got = _walked(on_dask)
+    assert got.keys() == walked.keys()
+    for image_id, maps in walked.items():
+        np.testing.assert_array_equal(got[image_id], maps, err_msg=image_id)
+
+
+def test_status_lists_the_affinity_stage_and_its_head(trained, tmp_path, capsys):
+    from wsss_cli.main import main
+
+    workspace = Workspace(tmp_path / "affinity-status")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    config_file = _write_config(tmp_path / "affinity.yaml", affinity=AFFINITY)
+    assert main(["status", "--workspace", str(workspace.root), "--config", config_file]) == 0
+    out = capsys.readouterr().out
+    assert "affinity head: none for this classifier and config yet" in out
+    line = next(line for line in out.splitlines() if line.startswith("affinity  "))
+    assert line.split() == ["affinity", "0", str(IMAGES - HELD_BACK), "0", str(IMAGES - HELD_BACK)]

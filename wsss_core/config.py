@@ -107,6 +107,49 @@ class CamConfig(_Section):
     )
 
 
+class AffinityConfig(_Section):
+    """Learned class boundaries and a random walk (IRN-style, ``wsss_core/affinity.py``).
+
+    A boundary head on the classifier's frozen features, trained from the
+    confident CAM regions of the workspace's images (once per classifier and
+    setting, ``models/affinity/``), walks each image's CAMs over whole objects.
+    The crf stage uses the walked maps to restore a labelled class its CRF
+    emptied (before falling back to the grown region). Off by default: see
+    ARCHITECTURE.md, "Thresholds", for what it gains and costs.
+    """
+
+    enabled: bool = Field(False, description="compute the affinity stage (trains its head once)")
+    input_side: int = Field(
+        256, ge=64, description="longer image side fed to the backbone; the walk grid is 1/4 of it"
+    )
+    radius: int = Field(5, ge=2, le=10, description="walk neighbourhood radius in grid cells")
+    beta: float = Field(20.0, gt=0, description="affinity sharpening: a ** beta")
+    steps: int = Field(32, ge=1, description="random-walk steps")
+    train_radius: int = Field(
+        10, ge=2, le=16, description="radius (cells) of the training pairs; IRN uses 10"
+    )
+    train_images: int = Field(400, ge=1, description="images the head learns from, spread evenly")
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    fg_threshold: float = Field(
+        0.3, gt=0, lt=1, description="training: confident foreground where CAM >= this (IRN)"
+    )
+    bg_threshold: float = Field(
+        0.05, gt=0, lt=1, description="training: confident background where every CAM < this (IRN)"
+    )
+    seed: int = 0
+    cpu_threads: int = Field(
+        1, ge=1, description="torch CPU threads per shard, fixed for bit-identical maps"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AffinityConfig:
+        if self.fg_threshold <= self.bg_threshold:
+            raise ValueError("fg_threshold must be greater than bg_threshold")
+        return self
+
+
 class SeedConfig(_Section):
     """DSRG seed cues from the CAMs.
 
@@ -221,6 +264,7 @@ class PipelineConfig(_Section):
     demo: DemoConfig = DemoConfig()
     train: TrainConfig = TrainConfig()
     cam: CamConfig = CamConfig()
+    affinity: AffinityConfig = AffinityConfig()
     seeds: SeedConfig = SeedConfig()
     grow: GrowConfig = GrowConfig()
     crf: CrfConfig = CrfConfig()
@@ -257,10 +301,15 @@ def describe_validation_error(error: ValidationError) -> str:
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "cam": ("train", "cam"),
+    "affinity": ("train", "cam", "affinity"),
     "seeds": ("train", "cam", "seeds"),
     "grown": ("train", "cam", "seeds", "grow"),
-    "crf": ("train", "cam", "seeds", "grow", "crf"),
+    "crf": ("train", "cam", "affinity", "seeds", "grow", "crf"),
 }
+
+# Sections that shape the stages after their own only while switched on: with
+# ``affinity.enabled`` false the crf lineage is what it was without the stage.
+OPTIONAL_SECTIONS = ("affinity",)
 
 
 # Settings read only after the maps exist (evaluation, reports, export): changing
@@ -273,6 +322,7 @@ def stage_config_hash(config: PipelineConfig, stage: str) -> str:
     payload = {
         name: getattr(config, name).model_dump(mode="json", exclude=NOT_IN_LINEAGE.get(name))
         for name in STAGE_SECTIONS[stage]
+        if name == stage or name not in OPTIONAL_SECTIONS or getattr(config, name).enabled
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:16]

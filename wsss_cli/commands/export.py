@@ -17,7 +17,7 @@ class Export:
         parser.add_argument("--format", choices=("voc",), default="voc", help="layout")
         parser.add_argument(
             "--stage",
-            choices=("cam", "seeds", "grown", "crf"),
+            choices=("cam", "affinity", "seeds", "grown", "crf"),
             default="crf",
             help="which stage's masks (default: crf, the final ones)",
         )

@@ -27,11 +27,11 @@ from wsss_core.data.manifest import read_manifest
 from wsss_core.review.reviews import APPROVED, REJECTED, approved_mask_path, latest_reviews
 from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
 from wsss_core.stages.evaluate_stage import thresholded_cam
-from wsss_core.store.maps import read_cam_shard, read_label_shard, reusable_ids
+from wsss_core.store.maps import CAM_TABLE_STAGES, read_cam_shard, read_label_shard, reusable_ids
 from wsss_core.store.parquet_io import read_metadata
-from wsss_core.store.workspace import Workspace
+from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
 
-EXPORT_STAGES = ("cam", "seeds", "grown", "crf")
+EXPORT_STAGES = ALL_MAP_STAGES  # per-class maps (cam, affinity) exported thresholded
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _stage_maps(
     model = _model_hash(workspace)
     for path in sorted(workspace.maps_dir(stage).glob("part-*.parquet")):
         current = _current_ids(path, stage, config, model, inputs)
-        if stage == "cam":
+        if stage in CAM_TABLE_STAGES:
             for record in read_cam_shard(path):
                 labels = thresholded_cam(record, config.cam.threshold)
                 yield record.image_id, labels, record.image_id in current

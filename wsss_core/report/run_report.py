@@ -78,6 +78,11 @@ def _shard_panels(
         }
         for stage in LABEL_STAGES
     }
+    walked = (
+        {r.image_id: r for r in read_cam_shard(workspace.shard_path("affinity", shard_index))}
+        if config.affinity.enabled
+        else {}
+    )
     panels = []
     for cam in cams:
         record = records[cam.image_id]
@@ -85,6 +90,8 @@ def _shard_panels(
         if record.gt_uri:
             maps["ground truth"] = load_label_map(record.gt_uri)
         maps["cam"] = thresholded_cam(cam, config.cam.threshold)
+        if cam.image_id in walked:
+            maps["affinity"] = thresholded_cam(walked[cam.image_id], config.cam.threshold)
         maps.update({stage: labels[stage][cam.image_id] for stage in LABEL_STAGES})
         panels.append(StagePanels(cam.image_id, load_rgb(record.uri), cam.cams.max(axis=0), maps))
     return panels

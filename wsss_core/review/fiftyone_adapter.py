@@ -181,12 +181,16 @@ def _segmentation(fo: Any, path: Path | str | None) -> Any:
 def _pipeline_fields(fo: Any, record, mask: Path, files: ReviewFiles | None) -> dict[str, Any]:
     """Fields the pipeline owns and rewrites on every publish."""
     heatmap = files.cam_heatmap if files else None
+    walked = files.affinity_heatmap if files else None
     return {
         "ground_truth": _segmentation(fo, record.gt_uri),
         "pseudo_mask": _segmentation(fo, mask),
         "seeds_mask": _segmentation(fo, files.seeds_mask if files else None),
         "grown_mask": _segmentation(fo, files.grown_mask if files else None),
         "cam_heatmap": fo.Heatmap(map_path=str(heatmap), range=[0, 255]) if heatmap else None,
+        "affinity_heatmap": (
+            fo.Heatmap(map_path=str(walked), range=[0, 255]) if walked and walked.exists() else None
+        ),
         "crf_confidence": files.crf_confidence if files else None,
         "grown_crf_agreement": files.grown_crf_agreement if files else None,
         "unknown_share": files.unknown_share if files else None,
@@ -209,6 +213,7 @@ def _ensure_schema(fo: Any, dataset: Any) -> None:
         "seeds_mask": fo.Segmentation,
         "grown_mask": fo.Segmentation,
         "cam_heatmap": fo.Heatmap,
+        "affinity_heatmap": fo.Heatmap,
     }
     scalars = {
         "image_id": fo.StringField,
@@ -230,7 +235,12 @@ def _ensure_schema(fo: Any, dataset: Any) -> None:
             dataset.add_sample_field(name, fo.ListField, subfield=fo.StringField)
 
 
-def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -> PublishSummary:
+def publish(
+    workspace: Workspace,
+    config: ReviewConfig,
+    shard_size: int = 256,
+    with_affinity: bool = False,
+) -> PublishSummary:
     """Create or update the workspace's FiftyOne dataset from its manifest and maps.
 
     Reviewer-owned state is never overwritten: tags are not touched, an approved
@@ -247,7 +257,10 @@ def publish(workspace: Workspace, config: ReviewConfig, shard_size: int = 256) -
     dataset.persistent = True
     targets = {0: "background", **{i + 1: n for i, n in enumerate(manifest.class_names)}}
     dataset.default_mask_targets = {**targets, 255: "ignore"}
-    files = {f.image_id: f for f in write_review_files(workspace, manifest, shard_size, config)}
+    reviewed = write_review_files(
+        workspace, manifest, shard_size, config, with_affinity=with_affinity
+    )
+    files = {f.image_id: f for f in reviewed}
     approved = {i for i, e in latest_reviews(workspace).items() if e.status == APPROVED}
 
     _ensure_schema(fo, dataset)

@@ -2,6 +2,8 @@
 
 Pure (no FiftyOne): reads the workspace's map shards one batch at a time and
 writes ``review/cam/<id>.png`` (max CAM over the labelled classes, 0-255),
+``review/affinity/<id>.png`` (the same of the walked CAMs, with the affinity
+stage on),
 ``review/seeds/<id>.png`` and ``review/grown/<id>.png`` (palette label maps),
 and returns per-image scores that order the review queue:
 
@@ -48,7 +50,7 @@ from PIL import Image
 from wsss_core.config import ReviewConfig
 from wsss_core.data.images import voc_palette
 from wsss_core.data.manifest import Manifest
-from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
+from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
 
 UNKNOWN = 255
@@ -77,6 +79,7 @@ class ReviewFiles:
     label_suspects: tuple[str, ...] = ()
     missing_label_candidates: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    affinity_heatmap: Path | None = None  # with the affinity stage on
 
 
 def review_dir(workspace: Workspace, kind: str) -> Path:
@@ -195,16 +198,19 @@ def _write_index(path: Path, inputs: dict[str, list[int]], images: dict[str, Any
     tmp.replace(path)
 
 
-def _aligned_rows(
-    paths: dict[str, Path],
-) -> Iterator[tuple[CamRecord, LabelRecord, LabelRecord, LabelRecord]]:
-    """The four stages' rows of one shard, streamed side by side (they share row order)."""
-    readers = (
+def _aligned_rows(paths: dict[str, Path]) -> Iterator[tuple]:
+    """The stages' rows of one shard, streamed side by side (they share row order).
+
+    (cam, seeds, grown, crf) and, when ``paths`` has it, the affinity row last.
+    """
+    readers = [
         read_cam_shard(paths["cam"]),
         read_label_shard(paths["seeds"]),
         read_label_shard(paths["grown"]),
         read_label_shard(paths["crf"]),
-    )
+    ]
+    if "affinity" in paths:
+        readers.append(read_cam_shard(paths["affinity"]))
     while True:
         rows = tuple(next(reader, None) for reader in readers)
         if all(row is None for row in rows):
@@ -215,18 +221,18 @@ def _aligned_rows(
                 f"{paths['crf'].name}: the cam, seeds, grown and crf shards disagree "
                 f"(next images {ids}); re-run the pipeline"
             )
-        yield rows  # type: ignore[misc]
+        yield rows
 
 
 def _write_image(
-    workspace: Workspace,
-    rows: tuple[CamRecord, LabelRecord, LabelRecord, LabelRecord],
-    palette: list[int],
+    workspace: Workspace, rows: tuple, palette: list[int]
 ) -> tuple[str, dict[str, Any]]:
-    """Write one image's three PNGs; return its id and scores (JSON-ready)."""
-    cam, seeds, grown, crf = rows
+    """Write one image's PNGs; return its id and scores (JSON-ready)."""
+    cam, seeds, grown, crf = rows[:4]
     paths = _png_paths(workspace, cam.image_id)
     _save_png(paths["cam"], _heatmap(cam.cams))
+    if len(rows) > 4:
+        _save_png(_affinity_png(workspace, cam.image_id), _heatmap(rows[4].cams))
     _save_png(paths["seeds"], seeds.labels, palette)
     _save_png(paths["grown"], grown.labels, palette)
     return cam.image_id, {
@@ -239,10 +245,14 @@ def _write_image(
     }
 
 
+def _affinity_png(workspace: Workspace, image_id: str) -> Path:
+    return review_dir(workspace, "affinity") / f"{image_id}.png"
+
+
 def _write_shard(
     workspace: Workspace, paths: dict[str, Path], pool: ThreadPoolExecutor, palette: list[int]
 ) -> dict[str, dict[str, Any]]:
-    for kind in STAGES[:3]:
+    for kind in (*STAGES[:3], "affinity"):
         review_dir(workspace, kind).mkdir(parents=True, exist_ok=True)
     images: dict[str, dict[str, Any]] = {}
     rows = _aligned_rows(paths)
@@ -260,6 +270,7 @@ def _review_files(
     class_names: Sequence[str],
     config: ReviewConfig,
     duplicate_of: str | None,
+    with_affinity: bool = False,
 ) -> ReviewFiles:
     class_scores = scores.get("class_scores")
     suspects, missing = label_flags(
@@ -270,6 +281,7 @@ def _review_files(
         config.missing_label_above,
     )
     paths = _png_paths(workspace, image_id)
+    walked = _affinity_png(workspace, image_id)
     return ReviewFiles(
         image_id=image_id,
         cam_heatmap=paths["cam"],
@@ -283,6 +295,7 @@ def _review_files(
         label_suspects=suspects,
         missing_label_candidates=missing,
         flags=flags_for(suspects, missing, duplicate_of, scores.get("recovered", ())),
+        affinity_heatmap=walked if with_affinity and walked.exists() else None,
     )
 
 
@@ -292,6 +305,7 @@ def write_review_files(
     shard_size: int,
     config: ReviewConfig | None = None,
     threads: int | None = None,
+    with_affinity: bool = False,
 ) -> Iterator[ReviewFiles]:
     """Write the review PNGs of changed shards; yield every image's files, scores and flags.
 
@@ -308,6 +322,9 @@ def write_review_files(
             paths = {stage: workspace.shard_path(stage, shard_index) for stage in STAGES}
             if not all(path.exists() for path in paths.values()):
                 continue
+            walked = workspace.shard_path("affinity", shard_index)
+            if with_affinity and walked.exists():  # the stage on: the walked-CAM heatmap too
+                paths["affinity"] = walked
             inputs = _inputs_stamp(paths)
             index_path = _index_path(workspace, shard_index)
             images = _read_index(workspace, index_path, inputs)
@@ -324,4 +341,5 @@ def write_review_files(
                     manifest.class_names,
                     config,
                     duplicates.get(image_id),
+                    with_affinity,
                 )

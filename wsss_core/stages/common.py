@@ -18,7 +18,7 @@ from wsss_core.store.maps import (
     read_lineage,
     reusable_rows,
 )
-from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,11 @@ def output_is_current(stage: str, path: Path, lineage: Lineage) -> bool:
     return stage != "cam" or cam_shard_has_class_scores(path)
 
 
+def map_stages(config: PipelineConfig) -> tuple[str, ...]:
+    """The map stages ``config`` computes, in pipeline order (affinity only when on)."""
+    return tuple(s for s in ALL_MAP_STAGES if s != "affinity" or config.affinity.enabled)
+
+
 def shard_maps_current(
     workspace: Workspace,
     config: PipelineConfig,
@@ -140,7 +145,7 @@ def shard_maps_current(
             workspace.shard_path(stage, shard_index),
             expected_lineage(config, stage, model, records),
         )
-        for stage in MAP_STAGES
+        for stage in map_stages(config)
     )
 
 

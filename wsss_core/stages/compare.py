@@ -18,7 +18,7 @@ from pathlib import Path
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import Manifest
 from wsss_core.model.comparison import comparison_classifier
-from wsss_core.stages.common import checked_model_hash, shard_count
+from wsss_core.stages.common import checked_model_hash, map_stages, shard_count
 from wsss_core.stages.compare_scores import StageTally, score_maps
 from wsss_core.stages.registry import map_stage
 from wsss_core.store.atomic import remove_leftover_temp_files
@@ -32,7 +32,7 @@ from wsss_core.store.comparison import (
     write_images_manifest,
 )
 from wsss_core.store.lock import workspace_lock
-from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def compare_configs(
             tallies = score_maps(view, config, manifest)
             config_rows = [
                 _row(name, stage, tallies[stage], costs[stage], view, layout)
-                for stage in MAP_STAGES
+                for stage in map_stages(config)
             ]
             rows += config_rows
             say(_summary(name, view, computed, config_rows[-1], time.perf_counter() - started))
@@ -131,8 +131,11 @@ def _compute_maps(
     shards = shard_count(view, config)
     computed: dict[str, int] = {}
     costs: dict[str, list[ShardCost]] = {}
-    for stage in MAP_STAGES:
-        run = map_stage(stage).run
+    for stage in map_stages(config):
+        entry = map_stage(stage)
+        if entry.prepare is not None:
+            entry.prepare(view, config, model_hash)
+        run = entry.run
         computed[stage], costs[stage] = 0, []
         for shard_index in range(shards):
             outcome = run(view, config, shard_index, show_progress, model_hash)

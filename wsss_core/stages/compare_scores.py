@@ -12,10 +12,11 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import Manifest
 from wsss_core.metrics import ConfusionMatrix, ObjectCoverage
+from wsss_core.stages.common import map_stages
 from wsss_core.stages.evaluate_stage import thresholded_cam
 from wsss_core.stages.registry import map_stage
 from wsss_core.store.maps import read_cam_shard, read_label_shard
-from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace import Workspace
 
 
 @dataclass
@@ -50,7 +51,7 @@ def score_maps(
     num_labels = len(manifest.class_names) + 1
     tallies = {
         stage: StageTally(ConfusionMatrix(num_labels), ObjectCoverage(num_labels))
-        for stage in MAP_STAGES
+        for stage in map_stages(config)
     }
     for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
         scored = {record.image_id: record for record in shard if record.gt_uri}

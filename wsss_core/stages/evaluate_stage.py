@@ -5,7 +5,8 @@
 ========== ======= ======================================================
 column     type    meaning
 ========== ======= ======================================================
-stage      string  ``cam`` (thresholded CAM), ``seeds``, ``grown``, ``crf``
+stage      string  ``cam`` (thresholded CAM), ``affinity`` (thresholded walked
+                   CAM, when that stage is on), ``seeds``, ``grown``, ``crf``
 label      int32   label value (0 background, k + 1 class k)
 name       string  ``background`` or the class name
 iou        float64 IoU over all evaluated images (NaN: label never seen)
@@ -28,12 +29,11 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import ConfusionMatrix
-from wsss_core.stages.common import checked_model_hash, shard_maps_current
-from wsss_core.store.maps import CamRecord, read_cam_shard, read_label_shard
+from wsss_core.stages.common import checked_model_hash, map_stages, shard_maps_current
+from wsss_core.store.maps import CAM_TABLE_STAGES, CamRecord, read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import write_table
 from wsss_core.store.workspace import Workspace
 
-EVALUATED_STAGES = ("cam", "seeds", "grown", "crf")
 EVALUATION_SCHEMA_VERSION = 1
 
 
@@ -77,18 +77,18 @@ def thresholded_cam(cams: CamRecord, threshold: float) -> np.ndarray:
 def _stage_predictions(
     workspace: Workspace, config: PipelineConfig, shard_index: int
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """(image id, {stage: label map}) for every image of a shard."""
-    cams = {r.image_id: r for r in read_cam_shard(workspace.shard_path("cam", shard_index))}
-    labels = {
-        stage: {
-            r.image_id: r.labels for r in read_label_shard(workspace.shard_path(stage, shard_index))
-        }
-        for stage in EVALUATED_STAGES[1:]
-    }
-    for image_id, cam in cams.items():
-        maps = {"cam": thresholded_cam(cam, config.cam.threshold)}
-        maps.update({stage: labels[stage][image_id] for stage in EVALUATED_STAGES[1:]})
-        yield image_id, maps
+    """(image id, {stage: label map}) for every image of a shard; per-class maps thresholded."""
+    stages = map_stages(config)
+    maps: dict[str, dict[str, np.ndarray]] = {}
+    for stage in stages:
+        path = workspace.shard_path(stage, shard_index)
+        if stage in CAM_TABLE_STAGES:
+            rows = read_cam_shard(path)
+            maps[stage] = {r.image_id: thresholded_cam(r, config.cam.threshold) for r in rows}
+        else:
+            maps[stage] = {r.image_id: r.labels for r in read_label_shard(path)}
+    for image_id in maps["cam"]:
+        yield image_id, {stage: maps[stage][image_id] for stage in stages}
 
 
 def evaluate_workspace(
@@ -107,7 +107,7 @@ def evaluate_workspace(
         return None
     model = model_hash or checked_model_hash(workspace)
     num_labels = len(manifest.class_names) + 1
-    matrices = {stage: ConfusionMatrix(num_labels) for stage in EVALUATED_STAGES}
+    matrices = {stage: ConfusionMatrix(num_labels) for stage in map_stages(config)}
     images = pending = 0
     for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
         if not shard:
@@ -137,7 +137,7 @@ def evaluate_workspace(
             matrices[stage].coverage(),
             tuple(float(x) for x in matrices[stage].iou_per_class()),
         )
-        for stage in EVALUATED_STAGES
+        for stage in matrices
     )
     evaluation = Evaluation(images, names, scores, pending)
     _write_evaluation(workspace, evaluation)

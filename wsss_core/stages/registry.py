@@ -1,7 +1,8 @@
 """The one table of map stages: each stage's per-shard function and the kind of maps it writes.
 
-Keyed like :data:`wsss_core.store.workspace.MAP_STAGES` (pipeline order lives
-there); code that walks the stages iterates ``MAP_STAGES`` and looks each one
+Keyed like :data:`wsss_core.store.workspace.ALL_MAP_STAGES` (pipeline order
+lives there); code that walks the stages iterates
+:func:`~wsss_core.stages.common.map_stages` of its config and looks each one
 up here, so a new stage is one entry in each place.
 """
 
@@ -11,15 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from wsss_core.config import PipelineConfig
+from wsss_core.stages.affinity_stage import ensure_head, run_affinity_shard
 from wsss_core.stages.cam_stage import run_cam_shard
 from wsss_core.stages.common import ShardOutcome
 from wsss_core.stages.crf_stage import run_crf_shard
 from wsss_core.stages.grow_stage import run_grow_shard
 from wsss_core.stages.seeds_stage import run_seeds_shard
-from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
 
 # run(workspace, config, shard_index, show_progress, model_hash) -> what it did
 ShardRunner = Callable[[Workspace, PipelineConfig, int, bool, str | None], ShardOutcome]
+# prepare(workspace, config, model_hash): once before a stage's shards (train what it needs)
+Preparation = Callable[[Workspace, PipelineConfig, str], object]
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,12 @@ class MapStage:
     # True: per-class score maps read with read_cam_shard (scored thresholded at
     # cam.threshold, as evaluation scores ``cam``); False: label maps (read_label_shard).
     cam_table: bool
+    prepare: Preparation | None = None
 
 
 MAP_STAGE_RUNNERS: dict[str, MapStage] = {
     "cam": MapStage(run_cam_shard, cam_table=True),
+    "affinity": MapStage(run_affinity_shard, cam_table=True, prepare=ensure_head),
     "seeds": MapStage(run_seeds_shard, cam_table=False),
     "grown": MapStage(run_grow_shard, cam_table=False),
     "crf": MapStage(run_crf_shard, cam_table=False),
@@ -39,11 +45,11 @@ MAP_STAGE_RUNNERS: dict[str, MapStage] = {
 
 
 def map_stage(name: str) -> MapStage:
-    """The table's entry for a stage of ``MAP_STAGES``; a clear error when it has none."""
+    """The table's entry for a stage of ``ALL_MAP_STAGES``; a clear error when it has none."""
     try:
         return MAP_STAGE_RUNNERS[name]
     except KeyError:
         raise KeyError(
-            f"map stage {name!r} (in MAP_STAGES {MAP_STAGES}) has no entry in "
+            f"map stage {name!r} (in ALL_MAP_STAGES {ALL_MAP_STAGES}) has no entry in "
             "wsss_core/stages/registry.py MAP_STAGE_RUNNERS"
         ) from None

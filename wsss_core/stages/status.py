@@ -23,11 +23,12 @@ from wsss_core.data.manifest import (
     read_manifest,
     read_quarantine,
 )
+from wsss_core.model.affinity_head import head_lineage
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
-from wsss_core.stages.common import expected_lineage, input_hashes, output_is_current
+from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, output_is_current
 from wsss_core.store.maps import reusable_ids
-from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace import Workspace
 
 ShardState = Literal["done", "stale", "missing"]
 
@@ -108,6 +109,7 @@ class WorkspaceStatus:
     images: ImageCounts
     model: ModelStatus
     stages: tuple[StageStatus, ...]
+    affinity_head: str | None = None  # a line on the affinity head, with that stage on
 
     def stage(self, name: str) -> StageStatus:
         return next(stage for stage in self.stages if stage.stage == name)
@@ -141,6 +143,8 @@ class WorkspaceStatus:
             out.append(_describe_unfinished(self.model.unfinished, self.root))
         if self.model.exists and not self.model.up_to_date and not self.model.kept_by_runs:
             out.append("  (a run that retrains it makes every map below stale)")
+        if self.affinity_head is not None:
+            out.append(self.affinity_head)
         out += self.table()
         if shards:
             out += [f"{s.stage} pending shards: {_ranges(s.pending_shards)}" for s in self.stages]
@@ -153,9 +157,26 @@ def workspace_status(workspace: Workspace, config: PipelineConfig) -> WorkspaceS
     model = model_status(workspace, config, manifest)
     shards = manifest.shards(config.shard_size)
     stages = tuple(
-        stage_status(workspace, config, stage, shards, model.file_hash) for stage in MAP_STAGES
+        stage_status(workspace, config, stage, shards, model.file_hash)
+        for stage in map_stages(config)
     )
-    return WorkspaceStatus(workspace.root, image_counts(workspace, manifest), model, stages)
+    head = affinity_head_status(workspace, config, model.file_hash)
+    return WorkspaceStatus(workspace.root, image_counts(workspace, manifest), model, stages, head)
+
+
+def affinity_head_status(
+    workspace: Workspace, config: PipelineConfig, model_hash: str | None
+) -> str | None:
+    """One line on the affinity stage's head when the stage is on, else None."""
+    if not config.affinity.enabled:
+        return None
+    if model_hash is None:
+        return "affinity head: trained after the classifier"
+    path = workspace.affinity_head_path(head_lineage(config, model_hash))
+    name = _display(path, workspace.root)
+    if path.exists():
+        return f"affinity head: {name}, current for this classifier and config"
+    return f"affinity head: none for this classifier and config yet; the next run trains {name}"
 
 
 def stage_status(

@@ -68,6 +68,7 @@ from wsss_core.store import arrays
 from wsss_core.store.parquet_io import iter_batches, read_metadata, write_table
 
 MAPS_SCHEMA_VERSION = 2
+CAM_TABLE_STAGES = ("cam", "affinity")  # stages whose tables hold per-class maps
 ROW_GROUP_SIZE = 16  # images per Parquet row group, and per read batch
 
 CAM_SCHEMA = pa.schema(
@@ -136,11 +137,13 @@ def write_cam_shard(
     stride: int = 1,
     inputs: dict[str, str] | None = None,
     reused: pa.Table | None = None,
+    stage: str = "cam",
 ) -> None:
     """Write a shard's CAMs as float16, at ``stride`` (1: full resolution).
 
     ``inputs``: image id -> input hash, in shard order; ``reused``: rows kept
     from the previous file (see :func:`reusable_rows`), merged in that order.
+    ``stage``: ``cam``, or another stage of per-class maps (``affinity``).
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -160,7 +163,7 @@ def write_cam_shard(
         },
         schema=CAM_SCHEMA,
     )
-    metadata = _metadata("cam", {"cams": "float16"}, lineage, inputs)
+    metadata = _metadata(stage, {"cams": "float16"}, lineage, inputs)
     metadata["stride"] = stride
     table = _merge(table, reused, inputs)
     write_table(path, table, metadata, row_group_size=ROW_GROUP_SIZE)
@@ -243,7 +246,7 @@ def reusable_ids(path: Path, lineage: Lineage, inputs: dict[str, str]) -> list[s
     ):
         return []
     metadata = read_metadata(path)
-    expected = CAM_SCHEMA if metadata.get("stage") == "cam" else LABEL_SCHEMA
+    expected = CAM_SCHEMA if metadata.get("stage") in CAM_TABLE_STAGES else LABEL_SCHEMA
     if not pq.read_schema(path).remove_metadata().equals(expected):
         return []  # an older layout: recompute rather than mix schemas
     stored = metadata.get("inputs") or {}

@@ -7,8 +7,11 @@ from pathlib import Path
 
 from wsss_core.store.atomic import remove_leftover_temp_files
 
-# Stages that write per-shard map tables under maps/<stage>/.
-MAP_STAGES = ("cam", "seeds", "grown", "crf")
+# Stages that write per-shard map tables under maps/<stage>/, in pipeline order.
+ALL_MAP_STAGES = ("cam", "affinity", "seeds", "grown", "crf")
+OPTIONAL_MAP_STAGES = ("affinity",)  # only when their config section says enabled
+# The stages every run computes (stages.common.map_stages adds the optional ones switched on).
+MAP_STAGES = tuple(s for s in ALL_MAP_STAGES if s not in OPTIONAL_MAP_STAGES)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class Workspace:
         """The best model so far of an unfinished training run (not used by map stages)."""
         return self.models_dir / "candidate.pt"
 
+    def affinity_head_path(self, lineage: str) -> Path:
+        """The boundary head trained for ``lineage`` (classifier and settings), one file each."""
+        return self.models_dir / "affinity" / f"{lineage}.pt"
+
     @property
     def masks_dir(self) -> Path:
         return self.root / "masks"
@@ -71,8 +78,8 @@ class Workspace:
         return self.root / "fiftyone-db"
 
     def maps_dir(self, stage: str) -> Path:
-        if stage not in MAP_STAGES:
-            raise ValueError(f"unknown map stage {stage!r}; expected one of {MAP_STAGES}")
+        if stage not in ALL_MAP_STAGES:
+            raise ValueError(f"unknown map stage {stage!r}; expected one of {ALL_MAP_STAGES}")
         return self.root / "maps" / stage
 
     def shard_path(self, stage: str, shard_index: int) -> Path:

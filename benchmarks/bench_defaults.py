@@ -1,0 +1,129 @@
+"""Mask quality and cost of the defaults on both development datasets (GUIDE §8).
+
+For each dataset, digits (the demo) and scenes (textured shapes on photos), a
+workspace made by ``wsss demo --dataset NAME --no-publish`` (made once, then
+reused), then ``wsss compare`` of three configs over all its images:
+
+- ``before``: the final masks as they were made until 2026-12: one background
+  power (0.5), the grown regions anchoring the CRF's unary, no recovery;
+- ``defaults``: today's: each image's background power chosen by where its
+  outline meets image edges, vanished classes restored;
+- ``affinity``: today's with the affinity stage on (its walk restores
+  vanished classes first).
+
+Printed per dataset and config: the final (crf) mIoU, object pixels kept,
+given a wrong class, background turned object, images emptied, and the
+seconds per image of the affinity and crf stages, with the crf's cost as a
+ratio to ``before`` in the same run; then the seconds the affinity head
+took to train and the classifier's training seconds, to set both beside the
+per-image costs. A second run reuses every map (compare caches them).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_defaults.py --root /tmp/devsets
+    .venv/bin/python benchmarks/bench_defaults.py --digits WS1 --scenes WS2   # existing ones
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from text_table import text_table
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wsss_core.config import PipelineConfig
+from wsss_core.model.affinity_head import load_head
+from wsss_core.stages.compare import compare_configs
+from wsss_core.store.workspace import Workspace
+
+DATASETS = ("digits", "scenes")
+
+
+def configs() -> dict[str, PipelineConfig]:
+    defaults = PipelineConfig()
+    before = defaults.model_copy(
+        update={
+            "crf": defaults.crf.model_copy(
+                update={"background_powers": (0.5,), "anchor_confidence": 0.9, "min_kept_share": 0}
+            )
+        }
+    )
+    affinity = defaults.model_copy(
+        update={"affinity": defaults.affinity.model_copy(update={"enabled": True})}
+    )
+    return {"before": before, "defaults": defaults, "affinity": affinity}
+
+
+def ensure_workspace(path: Path, dataset: str) -> Workspace:
+    """A trained workspace of ``dataset`` at ``path``: made by `wsss demo` when missing."""
+    workspace = Workspace(path)
+    if not workspace.model_path.exists():
+        wsss = Path(sys.executable).with_name("wsss")
+        command = [str(wsss), "demo", "--dataset", dataset, "--workspace", str(path)]
+        subprocess.run([*command, "--no-publish"], check=True)
+    return workspace
+
+
+def training_seconds(workspace: Workspace) -> float:
+    history = workspace.models_dir / "history.parquet"
+    return float(sum(pq.read_table(history)["seconds"].to_pylist())) if history.exists() else 0.0
+
+
+def head_seconds(out_dir: Path) -> float:
+    heads = sorted(out_dir.glob("**/affinity/*.pt"))
+    return sum(load_head(path).seconds for path in heads)
+
+
+def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
+    out_dir = workspace.root / "compare"
+    comparison = compare_configs(workspace, configs(), out_dir, log=print)
+    rows = {(row.config, row.stage): row for row in comparison.rows}
+    base_crf = rows["before", "crf"].seconds_per_image
+    table = []
+    for name in configs():
+        crf = rows[name, "crf"]
+        affinity = rows.get((name, "affinity"))
+        table.append(
+            {
+                "dataset": dataset,
+                "config": name,
+                "images": str(crf.images),
+                "crf mIoU": f"{crf.miou:.4f}",
+                "kept": f"{crf.fg_recall:.3f}",
+                "wrong class": f"{crf.fg_wrong_class:.3f}",
+                "bg->object": f"{crf.bg_to_fg:.3f}",
+                "emptied": f"{crf.emptied:.3f}",
+                "affinity s/img": f"{affinity.seconds_per_image:.3f}" if affinity else "-",
+                "crf s/img": f"{crf.seconds_per_image:.3f}",
+                "crf cost vs before": f"{crf.seconds_per_image / base_crf:.2f}x",
+            }
+        )
+    print(
+        f"{dataset}: classifier training {training_seconds(workspace):.0f} s, "
+        f"affinity head training {head_seconds(out_dir):.0f} s"
+    )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("devsets"), help="workspaces made here")
+    for dataset in DATASETS:
+        parser.add_argument(f"--{dataset}", type=Path, help=f"an existing {dataset} workspace")
+    args = parser.parse_args()
+    table = []
+    for dataset in DATASETS:
+        path = getattr(args, dataset) or args.root / dataset
+        table += report(dataset, ensure_workspace(path, dataset))
+    print()
+    print(text_table(table))
+
+
+if __name__ == "__main__":
+    main()
