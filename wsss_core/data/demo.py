@@ -23,8 +23,10 @@ import functools
 import io
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -62,7 +64,8 @@ GRAIN_STD_RANGE = (2.0, 7.0)  # per-pixel sensor-like noise, on digits too
 # Share of the MNIST digits reserved for val canvases, so no digit instance
 # appears in both splits.
 VAL_DIGIT_POOL_FRACTION = 0.2
-_IMAGE_FILE = re.compile(r"demo_\d+\.png")
+# Files the demo generators write (digits: demo_*, scenes: scene_*).
+_IMAGE_FILE = re.compile(r"(demo|scene)_\d+\.png")
 
 
 @dataclass(frozen=True)
@@ -351,7 +354,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 
 
 def _remove_stale_files(directory: Path, keep: set[str]) -> None:
-    """Delete demo images from an earlier, larger run so the folders match labels.csv."""
+    """Delete generated images this run did not write, so the folders match labels.csv."""
     for path in directory.iterdir():
         if _IMAGE_FILE.fullmatch(path.name) and path.name not in keep:
             path.unlink()
@@ -369,22 +372,50 @@ def generate_demo_dataset(
 ) -> DemoDataset:
     """Write a deterministic multi-digit dataset under ``out_dir`` (see module docstring)."""
     _validate(num_images, image_size, seed, val_fraction, min_digits, max_digits)
-    root = Path(out_dir)
+    pools = _digit_pools(seed)
+    splits = _split_assignment(num_images, val_fraction, seed)
+
+    def render(index: int) -> _Canvas:
+        rng = np.random.default_rng([seed, 2, index])
+        return _render_canvas(rng, pools[splits[index]], image_size, min_digits, max_digits)
+
+    return write_dataset(
+        Path(out_dir), "demo", DEMO_CLASS_NAMES, splits, render, "demo images", show_progress
+    )
+
+
+class RenderedCanvas(Protocol):
+    image: np.ndarray  # uint8 [H, W, 3]
+    mask: np.ndarray  # uint8 [H, W]
+    labels: tuple[int, ...]  # sorted class ids
+
+
+def write_dataset(
+    root: Path,
+    id_prefix: str,
+    class_names: Sequence[str],
+    splits: Sequence[str],
+    render: Callable[[int], RenderedCanvas],
+    description: str,
+    show_progress: bool = False,
+) -> DemoDataset:
+    """Render canvas ``i`` for every split entry and write the folder layout the demos share.
+
+    Ids are ``<id_prefix>_<index>``; generated images of an earlier run that
+    this one does not write (a larger run, or the other demo kind) are removed,
+    so the folders match ``labels.csv``.
+    """
     images_dir, masks_dir = root / "images", root / "masks"
     images_dir.mkdir(parents=True, exist_ok=True)
     masks_dir.mkdir(parents=True, exist_ok=True)
-
-    pools = _digit_pools(seed)
-    splits = _split_assignment(num_images, val_fraction, seed)
-    width = max(5, len(str(num_images - 1)))
+    width = max(5, len(str(len(splits) - 1)))
     rows: list[tuple[str, str, str]] = []
-    for index in tqdm(range(num_images), desc="demo images", disable=not show_progress):
-        image_id = f"demo_{index:0{width}d}"
-        rng = np.random.default_rng([seed, 2, index])
-        canvas = _render_canvas(rng, pools[splits[index]], image_size, min_digits, max_digits)
+    for index in tqdm(range(len(splits)), desc=description, disable=not show_progress):
+        image_id = f"{id_prefix}_{index:0{width}d}"
+        canvas = render(index)
         _atomic_write_bytes(images_dir / f"{image_id}.png", _png_bytes(canvas.image))
         _atomic_write_bytes(masks_dir / f"{image_id}.png", _png_bytes(canvas.mask))
-        names = ";".join(DEMO_CLASS_NAMES[label] for label in canvas.labels)
+        names = ";".join(class_names[label] for label in canvas.labels)
         rows.append((image_id, names, splits[index]))
 
     keep = {f"{image_id}.png" for image_id, _, _ in rows}
@@ -396,17 +427,17 @@ def generate_demo_dataset(
     writer.writerow(("image_id", "labels", "split"))
     writer.writerows(rows)
     _atomic_write_bytes(labels_csv, table.getvalue().encode())
-    _atomic_write_bytes(classes_txt, ("\n".join(DEMO_CLASS_NAMES) + "\n").encode())
+    _atomic_write_bytes(classes_txt, ("\n".join(class_names) + "\n").encode())
 
-    num_val = splits.count("val")
+    num_val = list(splits).count("val")
     return DemoDataset(
         root=root,
         images_dir=images_dir,
         masks_dir=masks_dir,
         labels_csv=labels_csv,
         classes_txt=classes_txt,
-        class_names=DEMO_CLASS_NAMES,
-        num_images=num_images,
-        num_train=num_images - num_val,
+        class_names=tuple(class_names),
+        num_images=len(splits),
+        num_train=len(splits) - num_val,
         num_val=num_val,
     )

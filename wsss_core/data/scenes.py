@@ -31,11 +31,8 @@ edge is ignore, an object hidden behind others is not an image label.
 
 from __future__ import annotations
 
-import csv
 import functools
 import importlib.util
-import io
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +40,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
-from tqdm import tqdm
 
 from wsss_core.data.demo import (
     CANVAS_ATTEMPTS,
@@ -53,16 +49,14 @@ from wsss_core.data.demo import (
     LUMA_WEIGHTS,
     SCALE_SHRINK,
     DemoDataset,
-    _atomic_write_bytes,
     _Digit,
     _finalise_labels,
     _free_position,
     _overlap_ok,
-    _png_bytes,
-    _remove_stale_files,
     _smooth_field,
     _split_assignment,
     _validate,
+    write_dataset,
 )
 
 SCENE_CLASS_NAMES: tuple[str, ...] = (
@@ -149,7 +143,6 @@ SKIMAGE_PHOTOS = (
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 GREY_TEXTURES = ("brick.png", "grass.png", "gravel.png", "camera.png")
 BACKGROUND_TEXTURES = ("brick.png", "grass.png", "gravel.png")  # camera is a scene, not clutter
-_IMAGE_FILE = re.compile(r"scene_\d+\.png")
 NO_CLASS = -1  # the class id of a distractor (never written to a mask)
 
 
@@ -674,14 +667,6 @@ def _render_scene(rng: np.random.Generator, size: int) -> _Canvas:
 # --- the dataset -----------------------------------------------------------------------
 
 
-def _remove_stale_scenes(directory: Path, keep: set[str]) -> None:
-    """Delete scene images of an earlier, larger run, and any digits demo in the same folder."""
-    for path in directory.iterdir():
-        if _IMAGE_FILE.fullmatch(path.name) and path.name not in keep:
-            path.unlink()
-    _remove_stale_files(directory, keep)  # the demo's own files (demo_*.png): none are kept
-
-
 def generate_scenes_dataset(
     out_dir: Path,
     num_images: int = 600,
@@ -693,43 +678,12 @@ def generate_scenes_dataset(
     """Write a deterministic scenes dataset under ``out_dir`` (see module docstring)."""
     # The demo's checks; its object-count arguments do not apply here.
     _validate(num_images, image_size, seed, val_fraction, min_digits=1, max_digits=1)
-    root = Path(out_dir)
-    images_dir, masks_dir = root / "images", root / "masks"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    masks_dir.mkdir(parents=True, exist_ok=True)
-
     splits = _split_assignment(num_images, val_fraction, seed)
-    width = max(5, len(str(num_images - 1)))
-    rows: list[tuple[str, str, str]] = []
-    for index in tqdm(range(num_images), desc="scene images", disable=not show_progress):
-        image_id = f"scene_{index:0{width}d}"
+
+    def render(index: int) -> _Canvas:
         # Stream 3: the demo uses 0 (splits), 1 (digit pools) and 2 (canvases).
-        canvas = _render_scene(np.random.default_rng([seed, 3, index]), image_size)
-        _atomic_write_bytes(images_dir / f"{image_id}.png", _png_bytes(canvas.image))
-        _atomic_write_bytes(masks_dir / f"{image_id}.png", _png_bytes(canvas.mask))
-        names = ";".join(SCENE_CLASS_NAMES[label] for label in canvas.labels)
-        rows.append((image_id, names, splits[index]))
+        return _render_scene(np.random.default_rng([seed, 3, index]), image_size)
 
-    keep = {f"{image_id}.png" for image_id, _, _ in rows}
-    _remove_stale_scenes(images_dir, keep)
-    _remove_stale_scenes(masks_dir, keep)
-    labels_csv, classes_txt = root / "labels.csv", root / "classes.txt"
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(("image_id", "labels", "split"))
-    writer.writerows(rows)
-    _atomic_write_bytes(labels_csv, table.getvalue().encode())
-    _atomic_write_bytes(classes_txt, ("\n".join(SCENE_CLASS_NAMES) + "\n").encode())
-
-    num_val = splits.count("val")
-    return DemoDataset(
-        root=root,
-        images_dir=images_dir,
-        masks_dir=masks_dir,
-        labels_csv=labels_csv,
-        classes_txt=classes_txt,
-        class_names=SCENE_CLASS_NAMES,
-        num_images=num_images,
-        num_train=num_images - num_val,
-        num_val=num_val,
+    return write_dataset(
+        Path(out_dir), "scene", SCENE_CLASS_NAMES, splits, render, "scene images", show_progress
     )
