@@ -18,7 +18,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.crf import CrfParams
 from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import read_manifest
-from wsss_core.recovery import recover_vanished_classes
+from wsss_core.recovery import recover_vanished_classes, restore_vanished_classes
 from wsss_core.review.review_files import MASK_RECOVERED, write_review_files
 from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
 from wsss_core.stages.crf_stage import recovered_masks, run_crf_shard
@@ -166,3 +166,25 @@ def test_an_image_whose_crf_would_empty_a_class_falls_back_and_is_flagged(floode
     manifest = read_manifest(workspace)
     (files,) = write_review_files(workspace, manifest, config.shard_size)
     assert MASK_RECOVERED in files.flags
+
+
+def test_a_vanished_class_comes_back_from_the_walk_first_then_from_grown() -> None:
+    crf = np.zeros((8, 8), np.uint8)
+    grown = np.zeros((8, 8), np.uint8)
+    grown[3:5, 3:5] = 1  # class 0's confident core
+    grown[0, 0:2] = 2  # class 1's
+    walk = np.zeros((8, 8), np.uint8)
+    walk[1:7, 1:7] = 1  # the walk spans class 0's object; it has no class 1
+    calls = []
+
+    def walk_region() -> np.ndarray:
+        calls.append(1)
+        return walk
+
+    out, recovered = restore_vanished_classes(crf, grown, [0, 1], 0.1, walk_region)
+    assert recovered == (0, 1) and calls == [1]
+    assert (out == 1).sum() == 36  # the walk's region, not the core
+    assert (out == 2).sum() == 2  # the grown region, the walk had none
+    kept = np.where(grown > 0, grown, 0).astype(np.uint8)
+    _, none = restore_vanished_classes(kept, grown, [0, 1], 0.1, walk_region)
+    assert none == () and calls == [1]  # not walked when nothing vanished

@@ -20,7 +20,7 @@ from wsss_core.crf import CrfParams, refine_with_crf
 from wsss_core.data.images import load_rgb, save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.probability import probability_map
-from wsss_core.recovery import recover_vanished_classes
+from wsss_core.recovery import restore_vanished_classes
 from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
 from wsss_core.stages.label_stage import run_label_stage
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
@@ -71,23 +71,18 @@ def run_crf_shard(
             anchor,
         )
         result = choice.result
-        labels, recovered = recover_vanished_classes(
-            result.labels, grown.labels, cams.class_ids, settings.min_kept_share
+
+        def walk_region() -> np.ndarray:
+            walk = probability_map(walked.of(record.image_id), WALK_BACKGROUND_POWER)
+            return refine_with_crf(image, walk, cams.class_ids, params).labels
+
+        labels, recovered = restore_vanished_classes(
+            result.labels,
+            grown.labels,
+            cams.class_ids,
+            settings.min_kept_share,
+            walk_region if walked is not None else None,
         )
-        if recovered and walked is not None:
-            # The walk's region of a vanished class first: it spans the object, the
-            # grown region only its confident core.
-            walk = walked.of(record.image_id)
-            by_walk = refine_with_crf(
-                image, probability_map(walk, WALK_BACKGROUND_POWER), cams.class_ids, params
-            ).labels
-            labels, first = recover_vanished_classes(
-                result.labels, by_walk, cams.class_ids, settings.min_kept_share
-            )
-            labels, second = recover_vanished_classes(
-                labels, grown.labels, cams.class_ids, settings.min_kept_share
-            )
-            recovered = tuple(sorted({*first, *second, *recovered}))
         save_label_map(workspace.mask_path(record.image_id), labels, palette)
         return LabelRecord(
             record.image_id, labels, result.confidence, recovered, choice.background_power
