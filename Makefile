@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_publish.py
 	$(BIN)/python benchmarks/bench_dask.py
 	$(BIN)/python benchmarks/bench_incremental.py
+	$(BIN)/python benchmarks/bench_defaults.py --root devsets   # ~25 min: both datasets, 3 configs
 
 clean:
-	rm -rf demo-workspace .pytest_cache .ruff_cache
+	rm -rf demo-workspace devsets .pytest_cache .ruff_cache

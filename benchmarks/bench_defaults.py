@@ -16,7 +16,9 @@ given a wrong class, background turned object, images emptied, and the
 seconds per image of the affinity and crf stages, with the crf's cost as a
 ratio to ``before`` in the same run; then the seconds the affinity head
 took to train and the classifier's training seconds, to set both beside the
-per-image costs. A second run reuses every map (compare caches them).
+per-image costs, and ``WS/compare/final_masks.png``: each config's final
+masks on images whose objects cover a fifth of the frame or more. A second
+run reuses every map (compare caches them).
 
 Run from the repository root::
 
@@ -38,9 +40,16 @@ from text_table import text_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsss_core.config import PipelineConfig
+from wsss_core.data.images import load_label_map, load_rgb
+from wsss_core.data.manifest import read_manifest
 from wsss_core.model.affinity_head import load_head
-from wsss_core.stages.compare import compare_configs
+from wsss_core.report.figures import StagePanels, save_stage_overlays
+from wsss_core.stages.compare import Comparison, compare_configs
+from wsss_core.store.maps import iter_stage_cams, iter_stage_labels
 from wsss_core.store.workspace import Workspace
+
+LARGE_OBJECT_SHARE = 0.2  # the figure shows images whose objects cover this much of the frame
+FIGURE_IMAGES = 6
 
 DATASETS = ("digits", "scenes")
 
@@ -80,6 +89,32 @@ def head_seconds(out_dir: Path) -> float:
     return sum(load_head(path).seconds for path in heads)
 
 
+def save_final_masks(workspace: Workspace, comparison: Comparison) -> Path:
+    """Each config's final masks beside the ground truth, on images with large objects."""
+    rows = {(row.config, row.stage): row for row in comparison.rows}
+    finals = {
+        name: {r.image_id: r.labels for r in iter_stage_labels(comparison.out_dir / row.maps)}
+        for (name, stage), row in rows.items()
+        if stage == "crf"
+    }
+    walked = {
+        r.image_id: r.cams.max(axis=0, initial=0)
+        for r in iter_stage_cams(comparison.out_dir / rows["affinity", "affinity"].maps)
+    }
+    records = read_manifest(workspace).by_id()
+    panels = []
+    for image_id in finals["before"]:
+        truth = load_label_map(records[image_id].gt_uri)
+        if ((truth > 0) & (truth < 255)).mean() < LARGE_OBJECT_SHARE:
+            continue
+        masks = {"ground truth": truth, **{name: m[image_id] for name, m in finals.items()}}
+        image = load_rgb(records[image_id].uri)
+        panels.append(StagePanels(image_id, image, walked[image_id], masks))
+        if len(panels) == FIGURE_IMAGES:
+            break
+    return save_stage_overlays(panels, comparison.out_dir / "final_masks.png")
+
+
 def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
     out_dir = workspace.root / "compare"
     comparison = compare_configs(workspace, configs(), out_dir, log=print)
@@ -106,7 +141,8 @@ def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
         )
     print(
         f"{dataset}: classifier training {training_seconds(workspace):.0f} s, "
-        f"affinity head training {head_seconds(out_dir):.0f} s"
+        f"affinity head training {head_seconds(out_dir):.0f} s; final masks of images with "
+        f"large objects (the heatmap: walked CAMs): {save_final_masks(workspace, comparison)}"
     )
     return table
 
