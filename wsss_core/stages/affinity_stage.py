@@ -11,14 +11,14 @@ divided by its own maximum (``wsss_core/affinity.py``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from wsss_core.affinity import WalkSettings, feature_pyramid, walk_cams
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_rgb
-from wsss_core.data.manifest import read_manifest
+from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.model.affinity_head import (
     head_lineage,
     load_head,
@@ -60,17 +60,19 @@ def ensure_head(
         load_head(path)  # a damaged file is a clear error, not a silent retrain
         return False, 0.0
     manifest = read_manifest(workspace)
-    wanted = {
-        r.image_id: r for r in training_records(manifest.records, config.affinity.train_images)
-    }
-    pairs = []
-    for shard_index in range(len(manifest.shards(config.shard_size))):
-        for cams in read_cam_shard(workspace.shard_path("cam", shard_index)):
-            if cams.image_id in wanted:
-                pairs.append((wanted[cams.image_id], cams))
+    picked = training_records(manifest.records, config.affinity.train_images)
+    wanted = {record.image_id: record for record in picked}
+
+    def pairs() -> Iterator[tuple[ImageRecord, CamRecord]]:
+        """Streamed, so only the training features are held, never every CAM."""
+        for shard_index in range(len(manifest.shards(config.shard_size))):
+            for cams in read_cam_shard(workspace.shard_path("cam", shard_index)):
+                if cams.image_id in wanted:
+                    yield wanted[cams.image_id], cams
+
     classifier = load_checkpoint(workspace.model_path, "cpu", class_names=manifest.class_names)
-    head, seconds = train_head(classifier.model.features, pairs, config.affinity, progress)
-    save_head(path, head, head_lineage(config, model_hash), len(pairs), seconds)
+    head, seconds = train_head(classifier.model.features, pairs(), config.affinity, progress)
+    save_head(path, head, head_lineage(config, model_hash), len(wanted), seconds)
     return True, seconds
 
 
