@@ -170,8 +170,8 @@ def recovered_lines(recovered: tuple[RecoveredMask, ...], limit: int) -> list[st
     more = f", and {len(recovered) - limit} more" if len(recovered) > limit else ""
     return [
         f"masks recovered: {len(recovered)} image(s) where the CRF (nearly) emptied a labelled "
-        "class; its grown region was kept, and review flags them `mask-recovered`, first in "
-        f"the review queue: {shown}{more}"
+        "class; its region was restored (from the affinity walk when on, else its grown "
+        f"region) and review flags them `mask-recovered`, first in the queue: {shown}{more}"
     ]
 
 
