@@ -324,6 +324,15 @@ def _finalise_labels(mask: np.ndarray, owner: np.ndarray, placed: list[_Digit]) 
     return visible
 
 
+def with_grain(
+    rng: np.random.Generator, canvas: np.ndarray, std_range: tuple[float, float]
+) -> np.ndarray:
+    """The float canvas plus sensor-like noise of a random std in ``std_range``, as uint8."""
+    grain = rng.standard_normal(canvas.shape, dtype=np.float32)
+    canvas = canvas + np.float32(rng.uniform(*std_range)) * grain
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
 def _render_canvas(
     rng: np.random.Generator, pool: np.ndarray, size: int, min_digits: int, max_digits: int
 ) -> _Canvas:
@@ -334,9 +343,7 @@ def _render_canvas(
         mask, owner = _composite(rng, canvas, placed)
         visible = _finalise_labels(mask, owner, placed)
         if visible:
-            grain = rng.standard_normal(canvas.shape, dtype=np.float32)
-            canvas += np.float32(rng.uniform(*GRAIN_STD_RANGE)) * grain
-            image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+            image = with_grain(rng, canvas, GRAIN_STD_RANGE)
             return _Canvas(image, mask, tuple(sorted(visible)))
     raise RuntimeError(f"could not draw a canvas with a visible digit at size {size}")
 

@@ -56,6 +56,7 @@ from wsss_core.data.demo import (
     _smooth_field,
     _split_assignment,
     _validate,
+    with_grain,
     write_dataset,
 )
 
@@ -657,9 +658,7 @@ def _render_scene(rng: np.random.Generator, size: int) -> _Canvas:
         mask, owner = _composite(rng, canvas, placed)
         visible = _finalise_labels(mask, owner, placed)
         if visible:
-            grain = rng.standard_normal(canvas.shape, dtype=np.float32)
-            canvas += np.float32(rng.uniform(*GRAIN_STD_RANGE)) * grain
-            image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+            image = with_grain(rng, canvas, GRAIN_STD_RANGE)
             return _Canvas(image, mask, tuple(sorted(visible)), tuple(placed))
     raise RuntimeError(f"could not draw a canvas with a visible object at size {size}")
 
