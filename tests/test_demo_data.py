@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_checks import EIGHT_CONNECTED, all_files, assert_labels_match_masks, dataset_rows
 from PIL import Image
 from scipy import ndimage
 
@@ -14,12 +14,6 @@ from wsss_core.data import demo
 from wsss_core.data.demo import DEMO_CLASS_NAMES, DemoDataset, generate_demo_dataset
 
 LUMA = np.array([0.299, 0.587, 0.114])
-EIGHT_CONNECTED = np.ones((3, 3), bool)
-
-
-def _rows(dataset: DemoDataset) -> list[dict[str, str]]:
-    with open(dataset.labels_csv, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _load(dataset: DemoDataset, image_id: str) -> tuple[Image.Image, Image.Image]:
@@ -32,12 +26,6 @@ def _label_ids(row: dict[str, str]) -> set[int]:
     return {DEMO_CLASS_NAMES.index(name) for name in row["labels"].split(";") if name}
 
 
-def _all_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> DemoDataset:
     out_dir = tmp_path_factory.mktemp("demo")
@@ -48,7 +36,7 @@ def test_layout_and_class_list(dataset: DemoDataset) -> None:
     assert dataset.classes_txt.read_text().splitlines() == list(DEMO_CLASS_NAMES)
     assert tuple(f"digit_{d}" for d in range(10)) == DEMO_CLASS_NAMES
     assert dataset.labels_csv.read_text().splitlines()[0] == "image_id,labels,split"
-    rows = _rows(dataset)
+    rows = dataset_rows(dataset)
     assert [row["image_id"] for row in rows] == [f"demo_{i:05d}" for i in range(40)]
     assert len(list(dataset.images_dir.glob("*.png"))) == 40
     assert len(list(dataset.masks_dir.glob("*.png"))) == 40
@@ -56,7 +44,7 @@ def test_layout_and_class_list(dataset: DemoDataset) -> None:
 
 
 def test_images_and_masks_format(dataset: DemoDataset) -> None:
-    for row in _rows(dataset):
+    for row in dataset_rows(dataset):
         image, mask = _load(dataset, row["image_id"])
         assert image.mode == "RGB" and image.size == (128, 128)
         assert mask.mode == "L" and mask.size == (128, 128)
@@ -65,25 +53,14 @@ def test_images_and_masks_format(dataset: DemoDataset) -> None:
 
 
 def test_labels_match_masks(dataset: DemoDataset) -> None:
-    for row in _rows(dataset):
-        labels = _label_ids(row)
-        assert labels, "every image has at least one visible digit"
-        mask = np.asarray(_load(dataset, row["image_id"])[1])
-        present = set(np.unique(mask).tolist()) - {0, 255}
-        assert present == {k + 1 for k in labels}
-        for value in present:
-            region = mask == value
-            assert region.sum() >= demo.MIN_VISIBLE_PIXELS
-            # Slivers were turned into ignore, so no tiny piece of a digit remains.
-            components, _ = ndimage.label(region, structure=EIGHT_CONNECTED)
-            assert np.bincount(components.ravel())[1:].min() >= demo.MIN_SLIVER_PIXELS
+    assert_labels_match_masks(dataset, DEMO_CLASS_NAMES)
 
 
 def test_digit_edges_are_mostly_ignored(dataset: DemoDataset) -> None:
     # Anti-aliased borders become 255; only where the upscaled stroke edge is steep
     # does a digit touch plain background directly.
     ignored = total = 0
-    for row in _rows(dataset):
+    for row in dataset_rows(dataset):
         mask = np.asarray(_load(dataset, row["image_id"])[1])
         foreground = (mask > 0) & (mask < 255)
         border = ndimage.binary_dilation(foreground) & ~foreground
@@ -93,7 +70,7 @@ def test_digit_edges_are_mostly_ignored(dataset: DemoDataset) -> None:
 
 
 def test_split_fractions(dataset: DemoDataset) -> None:
-    splits = [row["split"] for row in _rows(dataset)]
+    splits = [row["split"] for row in dataset_rows(dataset)]
     assert set(splits) <= {"train", "val"}
     assert splits.count("val") == dataset.num_val == 8  # round(40 * 0.2)
     assert splits.count("train") == dataset.num_train == 32
@@ -101,7 +78,7 @@ def test_split_fractions(dataset: DemoDataset) -> None:
 
 
 def test_background_is_textured_and_digits_contrast(dataset: DemoDataset) -> None:
-    for row in _rows(dataset):
+    for row in dataset_rows(dataset):
         image, mask = _load(dataset, row["image_id"])
         luma = np.asarray(image, np.float64) @ LUMA
         mask = np.asarray(mask)
@@ -120,7 +97,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     generate_demo_dataset(tmp_path / "a", seed=7, **kwargs)
     generate_demo_dataset(tmp_path / "b", seed=7, **kwargs)
     generate_demo_dataset(tmp_path / "c", seed=8, **kwargs)
-    first, second, other = (_all_files(tmp_path / name) for name in "abc")
+    first, second, other = (all_files(tmp_path / name) for name in "abc")
     assert first == second
     assert first.keys() == other.keys()
     assert first["images/demo_00000.png"] != other["images/demo_00000.png"]
@@ -138,7 +115,7 @@ def test_rerun_with_fewer_images_removes_stale_files(tmp_path: Path) -> None:
         "demo_00000.png",
         "demo_00001.png",
     ]
-    assert len(_rows(dataset)) == 2
+    assert len(dataset_rows(dataset)) == 2
 
 
 @pytest.mark.parametrize(("image_size", "digits"), [(32, 5), (64, 5), (96, 1)])
@@ -146,7 +123,7 @@ def test_extreme_settings_still_consistent(tmp_path: Path, image_size: int, digi
     dataset = generate_demo_dataset(
         tmp_path, num_images=8, image_size=image_size, min_digits=digits, max_digits=digits
     )
-    for row in _rows(dataset):
+    for row in dataset_rows(dataset):
         image, mask = _load(dataset, row["image_id"])
         assert image.size == (image_size, image_size)
         present = set(np.unique(np.asarray(mask)).tolist()) - {0, 255}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from demo_checks import all_files, assert_labels_match_masks, dataset_rows, mask_of
 from PIL import Image
 from scipy import ndimage
 
@@ -15,7 +15,7 @@ from wsss_cli.commands import ingest as ingest_command
 from wsss_cli.commands import pipeline as pipeline_command
 from wsss_cli.main import build_parser, main
 from wsss_core.config import DemoConfig, load_config
-from wsss_core.data import demo, scenes
+from wsss_core.data import scenes
 from wsss_core.data.demo import DemoDataset
 from wsss_core.data.scenes import SCENE_CLASS_NAMES, generate_scenes_dataset
 from wsss_core.store.workspace import Workspace
@@ -23,22 +23,6 @@ from wsss_core.store.workspace import Workspace
 SIZE = 96
 NUM_IMAGES = 30
 LUMA = np.array([0.299, 0.587, 0.114])
-EIGHT_CONNECTED = np.ones((3, 3), bool)
-
-
-def _rows(dataset: DemoDataset) -> list[dict[str, str]]:
-    with open(dataset.labels_csv, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _mask(dataset: DemoDataset, image_id: str) -> np.ndarray:
-    return np.asarray(Image.open(dataset.masks_dir / f"{image_id}.png"))
-
-
-def _all_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +35,17 @@ def test_layout_and_class_list(dataset: DemoDataset) -> None:
     assert dataset.classes_txt.read_text().splitlines() == list(SCENE_CLASS_NAMES)
     assert len(SCENE_CLASS_NAMES) == 8 and "horse" in SCENE_CLASS_NAMES
     assert dataset.labels_csv.read_text().splitlines()[0] == "image_id,labels,split"
-    ids = [row["image_id"] for row in _rows(dataset)]
+    ids = [row["image_id"] for row in dataset_rows(dataset)]
     assert ids == [f"scene_{i:05d}" for i in range(NUM_IMAGES)]
     assert sorted(p.stem for p in dataset.images_dir.iterdir()) == ids
     assert sorted(p.stem for p in dataset.masks_dir.iterdir()) == ids
-    splits = [row["split"] for row in _rows(dataset)]
+    splits = [row["split"] for row in dataset_rows(dataset)]
     assert splits.count("val") == dataset.num_val == 6  # round(30 * 0.2), exact
     assert not list(dataset.root.rglob(".*.tmp"))
 
 
 def test_images_and_masks_format(dataset: DemoDataset) -> None:
-    for row in _rows(dataset):
+    for row in dataset_rows(dataset):
         image = Image.open(dataset.images_dir / f"{row['image_id']}.png")
         mask = Image.open(dataset.masks_dir / f"{row['image_id']}.png")
         assert image.mode == "RGB" and image.size == (SIZE, SIZE)
@@ -70,23 +54,13 @@ def test_images_and_masks_format(dataset: DemoDataset) -> None:
 
 
 def test_every_canvas_has_labels_equal_to_its_mask_classes(dataset: DemoDataset) -> None:
-    for row in _rows(dataset):
-        labels = {SCENE_CLASS_NAMES.index(name) for name in row["labels"].split(";") if name}
-        assert labels, "every canvas has at least one visible object"
-        mask = _mask(dataset, row["image_id"])
-        present = set(np.unique(mask).tolist()) - {0, 255}
-        assert present == {k + 1 for k in labels}
-        for value in present:
-            region = mask == value
-            assert region.sum() >= demo.MIN_VISIBLE_PIXELS
-            components, _ = ndimage.label(region, structure=EIGHT_CONNECTED)
-            assert np.bincount(components.ravel())[1:].min() >= demo.MIN_SLIVER_PIXELS
+    assert_labels_match_masks(dataset, SCENE_CLASS_NAMES)
 
 
 def test_object_edges_are_an_ignore_band(dataset: DemoDataset) -> None:
     ignored = total = 0
-    for row in _rows(dataset):
-        mask = _mask(dataset, row["image_id"])
+    for row in dataset_rows(dataset):
+        mask = mask_of(dataset, row["image_id"])
         foreground = (mask > 0) & (mask < 255)
         border = ndimage.binary_dilation(foreground) & ~foreground
         ignored += int((mask[border] == 255).sum())
@@ -97,10 +71,10 @@ def test_object_edges_are_an_ignore_band(dataset: DemoDataset) -> None:
 
 def test_backgrounds_are_cluttered_and_objects_textured(dataset: DemoDataset) -> None:
     object_stds = []
-    for row in _rows(dataset):
+    for row in dataset_rows(dataset):
         image = Image.open(dataset.images_dir / f"{row['image_id']}.png")
         luma = np.asarray(image, np.float64) @ LUMA
-        mask = _mask(dataset, row["image_id"])
+        mask = mask_of(dataset, row["image_id"])
         assert luma[mask == 0].std() > 10.0, "background must not be flat"
         for value in set(np.unique(mask).tolist()) - {0, 255}:
             core = ndimage.binary_erosion(mask == value, iterations=2)
@@ -124,7 +98,7 @@ def test_same_arguments_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     generate_scenes_dataset(tmp_path / "a", seed=7, **kwargs)
     generate_scenes_dataset(tmp_path / "b", seed=7, **kwargs)
     generate_scenes_dataset(tmp_path / "c", seed=8, **kwargs)
-    first, second, other = (_all_files(tmp_path / name) for name in "abc")
+    first, second, other = (all_files(tmp_path / name) for name in "abc")
     assert first == second
     assert first.keys() == other.keys()
     assert first["images/scene_00000.png"] != other["images/scene_00000.png"]
