@@ -3,19 +3,14 @@ the ground truth's object and background pixels went (:class:`ObjectCoverage`)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-
-import numpy as np
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import Manifest
 from wsss_core.metrics import ConfusionMatrix, ObjectCoverage
 from wsss_core.stages.common import map_stages
-from wsss_core.stages.evaluate_stage import thresholded_cam
-from wsss_core.stages.registry import map_stage
-from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.stages.evaluate_stage import stage_predictions
 from wsss_core.store.workspace import Workspace
 
 
@@ -26,19 +21,6 @@ class StageTally:
     confusion: ConfusionMatrix
     coverage: ObjectCoverage
     images: int = 0
-
-
-def stage_predictions(
-    workspace: Workspace, config: PipelineConfig, stage: str, shard_index: int
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(image id, label map) of a stage's shard; CAM tables thresholded as evaluation does."""
-    path = workspace.shard_path(stage, shard_index)
-    if map_stage(stage).cam_table:
-        for cams in read_cam_shard(path):
-            yield cams.image_id, thresholded_cam(cams, config.cam.threshold)
-    else:
-        for row in read_label_shard(path):
-            yield row.image_id, row.labels
 
 
 def score_maps(

@@ -74,19 +74,27 @@ def thresholded_cam(cams: CamRecord, threshold: float) -> np.ndarray:
     return lookup[stacked.argmax(axis=0)]
 
 
+def stage_predictions(
+    workspace: Workspace, config: PipelineConfig, stage: str, shard_index: int
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(image id, label map) of one stage's shard; per-class maps thresholded at cam.threshold."""
+    path = workspace.shard_path(stage, shard_index)
+    if stage in CAM_TABLE_STAGES:
+        for cams in read_cam_shard(path):
+            yield cams.image_id, thresholded_cam(cams, config.cam.threshold)
+    else:
+        for row in read_label_shard(path):
+            yield row.image_id, row.labels
+
+
 def _stage_predictions(
     workspace: Workspace, config: PipelineConfig, shard_index: int
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """(image id, {stage: label map}) for every image of a shard; per-class maps thresholded."""
+    """(image id, {stage: label map}) for every image of a shard."""
     stages = map_stages(config)
-    maps: dict[str, dict[str, np.ndarray]] = {}
-    for stage in stages:
-        path = workspace.shard_path(stage, shard_index)
-        if stage in CAM_TABLE_STAGES:
-            rows = read_cam_shard(path)
-            maps[stage] = {r.image_id: thresholded_cam(r, config.cam.threshold) for r in rows}
-        else:
-            maps[stage] = {r.image_id: r.labels for r in read_label_shard(path)}
+    maps = {
+        stage: dict(stage_predictions(workspace, config, stage, shard_index)) for stage in stages
+    }
     for image_id in maps["cam"]:
         yield image_id, {stage: maps[stage][image_id] for stage in stages}
 

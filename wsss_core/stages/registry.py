@@ -1,4 +1,4 @@
-"""The one table of map stages: each stage's per-shard function and the kind of maps it writes.
+"""The one table of map stages: each stage's per-shard function and what it needs first.
 
 Keyed like :data:`wsss_core.store.workspace.ALL_MAP_STAGES` (pipeline order
 lives there); code that walks the stages iterates
@@ -29,18 +29,15 @@ Preparation = Callable[[Workspace, PipelineConfig, str], object]
 @dataclass(frozen=True)
 class MapStage:
     run: ShardRunner
-    # True: per-class score maps read with read_cam_shard (scored thresholded at
-    # cam.threshold, as evaluation scores ``cam``); False: label maps (read_label_shard).
-    cam_table: bool
     prepare: Preparation | None = None
 
 
 MAP_STAGE_RUNNERS: dict[str, MapStage] = {
-    "cam": MapStage(run_cam_shard, cam_table=True),
-    "affinity": MapStage(run_affinity_shard, cam_table=True, prepare=ensure_head),
-    "seeds": MapStage(run_seeds_shard, cam_table=False),
-    "grown": MapStage(run_grow_shard, cam_table=False),
-    "crf": MapStage(run_crf_shard, cam_table=False),
+    "cam": MapStage(run_cam_shard),
+    "affinity": MapStage(run_affinity_shard, prepare=ensure_head),
+    "seeds": MapStage(run_seeds_shard),
+    "grown": MapStage(run_grow_shard),
+    "crf": MapStage(run_crf_shard),
 }
 
 
