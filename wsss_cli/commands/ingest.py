@@ -56,6 +56,7 @@ def _config_file(args: argparse.Namespace, workspace: Path) -> str | None:
     import yaml
 
     from wsss_core.config import load_config
+    from wsss_core.store.atomic import write_text_atomic
     from wsss_core.store.workspace import Workspace
 
     base = args.config
@@ -74,8 +75,7 @@ def _config_file(args: argparse.Namespace, workspace: Path) -> str | None:
     if args.dataset:
         raw["demo"] = {**(raw.get("demo") or {}), "kind": args.dataset}
     merged = workspace / "runs" / "ingest-config.yaml"
-    merged.parent.mkdir(parents=True, exist_ok=True)
-    merged.write_text(yaml.safe_dump(raw))
+    write_text_atomic(merged, yaml.safe_dump(raw))
     return str(merged)
 
 

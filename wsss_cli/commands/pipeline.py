@@ -56,6 +56,7 @@ def _demo_config_file(args: argparse.Namespace) -> str | None:
     import yaml
 
     from wsss_core.config import load_config
+    from wsss_core.store.atomic import write_text_atomic
     from wsss_core.store.workspace import Workspace
 
     workspace = Workspace(Path(args.workspace))
@@ -64,8 +65,7 @@ def _demo_config_file(args: argparse.Namespace) -> str | None:
     raw = load_config(config_file).model_dump(mode="json", exclude_unset=True)
     demo = {**(raw.get("demo") or {}), "kind": args.dataset}
     merged = workspace.root.resolve() / "runs" / "demo-config.yaml"
-    merged.parent.mkdir(parents=True, exist_ok=True)
-    merged.write_text(yaml.safe_dump({**raw, "demo": demo}))
+    write_text_atomic(merged, yaml.safe_dump({**raw, "demo": demo}))
     return str(merged)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
+
+from wsss_core.store.atomic import write_bytes_atomic, write_text_atomic
 
 DEMO_CLASS_NAMES: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
 IGNORE = 255
@@ -348,12 +349,6 @@ def _render_canvas(
     raise RuntimeError(f"could not draw a canvas with a visible digit at size {size}")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -420,8 +415,8 @@ def write_dataset(
     for index in tqdm(range(len(splits)), desc=description, disable=not show_progress):
         image_id = f"{id_prefix}_{index:0{width}d}"
         canvas = render(index)
-        _atomic_write_bytes(images_dir / f"{image_id}.png", _png_bytes(canvas.image))
-        _atomic_write_bytes(masks_dir / f"{image_id}.png", _png_bytes(canvas.mask))
+        write_bytes_atomic(images_dir / f"{image_id}.png", _png_bytes(canvas.image))
+        write_bytes_atomic(masks_dir / f"{image_id}.png", _png_bytes(canvas.mask))
         names = ";".join(class_names[label] for label in canvas.labels)
         rows.append((image_id, names, splits[index]))
 
@@ -433,8 +428,8 @@ def write_dataset(
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(("image_id", "labels", "split"))
     writer.writerows(rows)
-    _atomic_write_bytes(labels_csv, table.getvalue().encode())
-    _atomic_write_bytes(classes_txt, ("\n".join(class_names) + "\n").encode())
+    write_text_atomic(labels_csv, table.getvalue())
+    write_text_atomic(classes_txt, "\n".join(class_names) + "\n")
 
     num_val = list(splits).count("val")
     return DemoDataset(

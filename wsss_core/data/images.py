@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from wsss_core.store.atomic import write_png_atomic
+
 # EXIF orientation tag value -> the transpose that shows the image upright
 # (the same table as ``PIL.ImageOps.exif_transpose``).
 ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
@@ -83,10 +85,7 @@ def save_label_map(path: Path, labels: np.ndarray, palette: list[int] | None = N
     if palette is not None:
         image = image.convert("P")
         image.putpalette(palette)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    write_png_atomic(path, image)
 
 
 def voc_palette() -> list[int]:

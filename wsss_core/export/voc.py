@@ -27,6 +27,7 @@ from wsss_core.data.manifest import read_manifest
 from wsss_core.review.reviews import APPROVED, REJECTED, approved_mask_path, latest_reviews
 from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
 from wsss_core.stages.evaluate_stage import thresholded_cam
+from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import CAM_TABLE_STAGES, read_cam_shard, read_label_shard, reusable_ids
 from wsss_core.store.parquet_io import read_metadata
 from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
@@ -134,6 +135,6 @@ def export_voc(
         if stale.stem not in written:
             stale.unlink()
     names = ["background", *manifest.class_names]
-    (Path(out_dir) / "classes.txt").write_text("\n".join(names) + "\n")
+    write_text_atomic(Path(out_dir) / "classes.txt", "\n".join(names) + "\n")
     missing = len(usable) - len(written) - rejected - unapproved - outdated
     return ExportSummary(len(written), rejected, unapproved, missing, Path(out_dir), outdated)

@@ -34,7 +34,7 @@ import torch
 
 from wsss_core.model.classifier import CamClassifier, build_classifier
 from wsss_core.model.device import resolve_device
-from wsss_core.store.atomic import atomic_write
+from wsss_core.store.atomic import save_torch_atomic
 
 CHECKPOINT_FORMAT = "wsss-classifier/1"
 TRAINING_STATE_FORMAT = "wsss-training-state/1"
@@ -70,7 +70,7 @@ class TrainingPaths:
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file in the same directory, then rename into place."""
-    atomic_write(path, lambda tmp_name: torch.save(payload, tmp_name))
+    save_torch_atomic(path, payload)
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from wsss_core.store.atomic import atomic_write
+from wsss_core.store.atomic import save_figure_atomic
 from wsss_core.store.parquet_io import read_metadata, read_table, write_table
 
 HISTORY_SCHEMA_VERSION = 1
@@ -134,4 +134,4 @@ def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "") ->
             axis.set_xticks(epochs if len(epochs) <= 20 else epochs[:: math.ceil(len(epochs) / 20)])
     if title:
         figure.suptitle(title, fontsize=9)
-    atomic_write(path, lambda tmp_name: figure.savefig(tmp_name, dpi=100, format="png"))
+    save_figure_atomic(path, figure, dpi=100)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wsss_core.stages.compare import Comparison
-from wsss_core.store.atomic import atomic_write
+from wsss_core.store.atomic import save_figure_atomic, write_text_atomic
 
 # (header, row field, format) in table order
 COLUMNS = (
@@ -81,7 +81,7 @@ def write_markdown(comparison: Comparison, path: Path) -> Path:
         "another class; bg_to_fg: background pixels given a class; emptied: share of images "
         "whose mask has none of their labelled classes; s/image: compute seconds per image.\n"
     )
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text)
     return path
 
 
@@ -99,7 +99,7 @@ def write_json(comparison: Comparison, path: Path) -> Path:
         ],
     }
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text)
     return path
 
 
@@ -130,8 +130,7 @@ def save_miou_chart(comparison: Comparison, path: Path) -> Path:
     )
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    save_figure_atomic(path, figure, dpi=110)
     plt.close(figure)
     return path
 

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wsss_core.data.images import voc_palette
+from wsss_core.store.atomic import save_figure_atomic
 
 _PALETTE = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
 
@@ -62,8 +63,7 @@ def save_stage_overlays(panels: Sequence[StagePanels], path: Path) -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure_atomic(path, figure, dpi=110)
     plt.close(figure)
     return path
 
@@ -86,7 +86,6 @@ def save_iou_bars(
     axis.legend(fontsize=8, ncol=len(stages))
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    save_figure_atomic(path, figure, dpi=110)
     plt.close(figure)
     return path

@@ -15,6 +15,7 @@ from wsss_core.report.figures import StagePanels, save_iou_bars, save_stage_over
 from wsss_core.stages.common import ShardFailure, shard_maps_current
 from wsss_core.stages.crf_stage import RecoveredMask
 from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
+from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
 
@@ -194,7 +195,5 @@ def write_run_report(
         )
     markdown = _markdown(workspace, summary, figures)
     path = directory / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(markdown)
-    tmp.replace(path)
+    write_text_atomic(path, markdown)
     return RunReport(directory, markdown, figures)

@@ -50,6 +50,7 @@ from PIL import Image
 from wsss_core.config import ReviewConfig
 from wsss_core.data.images import voc_palette
 from wsss_core.data.manifest import Manifest
+from wsss_core.store.atomic import write_png_atomic, write_text_atomic
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
 
@@ -96,9 +97,7 @@ def _save_png(path: Path, pixels: np.ndarray, palette: list[int] | None = None) 
     if palette is not None:
         image = image.convert("P")
         image.putpalette(palette)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    tmp.replace(path)
+    write_png_atomic(path, image, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def _heatmap(cams: np.ndarray) -> np.ndarray:
@@ -192,10 +191,8 @@ def _read_index(
 
 
 def _write_index(path: Path, inputs: dict[str, list[int]], images: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"version": INDEX_VERSION, "inputs": inputs, "images": images}))
-    tmp.replace(path)
+    index = {"version": INDEX_VERSION, "inputs": inputs, "images": images}
+    write_text_atomic(path, json.dumps(index))
 
 
 def _aligned_rows(paths: dict[str, Path]) -> Iterator[tuple]:

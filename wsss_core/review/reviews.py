@@ -26,7 +26,6 @@ until a reviewer removes the ``approved`` tag.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from wsss_core.data.manifest import (
     read_manifest,
     write_manifest,
 )
+from wsss_core.store.atomic import write_bytes_atomic
 from wsss_core.store.parquet_io import read_table, write_table
 from wsss_core.store.workspace import Workspace
 
@@ -104,10 +104,7 @@ def publish_mask_copy(workspace: Workspace, image_id: str) -> Path:
         return target
     data = source.read_bytes()
     if not target.exists() or target.read_bytes() != data:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        write_bytes_atomic(target, data)
     return target
 
 
@@ -157,12 +154,9 @@ def _freeze_mask(workspace: Workspace, image_id: str) -> str | None:
     source = published_mask_path(workspace, image_id)
     if not source.exists():
         return None
-    target = approved_mask_path(workspace, image_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
-    return hashlib.sha256(target.read_bytes()).hexdigest()
+    data = source.read_bytes()
+    write_bytes_atomic(approved_mask_path(workspace, image_id), data)
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Write-then-rename: a crash or kill leaves the old file or the new one, never half."""
+"""Write-then-rename: a crash or kill leaves the old file or the new one, never half.
+
+Every file the pipeline writes goes through :func:`atomic_write`, mostly by way
+of one typed helper per kind: bytes, text, PNG, matplotlib figure, Parquet,
+torch payload. A write that fails leaves the previous file and no temporary.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from matplotlib.figure import Figure
+    from PIL import Image
 
 TEMP_SUFFIX = ".tmp"
 
@@ -43,6 +54,42 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp_name: Path(tmp_name).write_bytes(data))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """UTF-8, newlines as given on every platform: workspace files move between machines."""
+    atomic_write(
+        path, lambda tmp_name: Path(tmp_name).write_text(text, encoding="utf-8", newline="")
+    )
+
+
+def write_png_atomic(path: Path, image: Image.Image, **options: Any) -> None:
+    """``image.save`` as PNG; ``options`` are Pillow's PNG options (``compress_level``)."""
+    atomic_write(path, lambda tmp_name: image.save(tmp_name, format="PNG", **options))
+
+
+def save_figure_atomic(path: Path, figure: Figure, dpi: int) -> None:
+    """A matplotlib figure in the format ``path``'s suffix names (the temporary name has none)."""
+    file_format = path.suffix.lstrip(".") or "png"
+    atomic_write(path, lambda tmp_name: figure.savefig(tmp_name, dpi=dpi, format=file_format))
+
+
+def write_parquet_atomic(path: Path, table: pa.Table, **options: Any) -> None:
+    """``pyarrow.parquet.write_table`` with ``options``; see ``parquet_io.write_table``."""
+    import pyarrow.parquet as pq
+
+    atomic_write(path, lambda tmp_name: pq.write_table(table, tmp_name, **options))
+
+
+def save_torch_atomic(path: Path, payload: Any) -> None:
+    """``torch.save``; torch is imported here only, so the store stays light without it."""
+    import torch
+
+    atomic_write(path, lambda tmp_name: torch.save(payload, tmp_name))
 
 
 def remove_leftover_temp_files(directory: Path, recursive: bool = True) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import Manifest, read_manifest, write_manifest
-from wsss_core.store.atomic import atomic_write
+from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import read_lineage
 from wsss_core.store.workspace import MAP_STAGES, Workspace
 
@@ -174,7 +174,7 @@ def save_cost(view: Workspace, stage: str, shard_index: int, cost: ShardCost) ->
     if lineage is None:
         return
     text = json.dumps({**asdict(cost), "lineage": lineage.as_dict()}, sort_keys=True)
-    atomic_write(_cost_path(view, stage, shard_index), lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(_cost_path(view, stage, shard_index), text)
 
 
 def saved_cost(view: Workspace, stage: str, shard_index: int) -> ShardCost | None:

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wsss_core.store.atomic import atomic_write
+from wsss_core.store.atomic import write_parquet_atomic
 
 METADATA_KEY = b"wsss"
 
@@ -40,15 +40,12 @@ def write_table(
     )
     table = table.replace_schema_metadata(schema.metadata)
     dictionary = [field.name for field in table.schema if not pa.types.is_binary(field.type)]
-    atomic_write(
+    write_parquet_atomic(
         path,
-        lambda tmp_name: pq.write_table(
-            table,
-            tmp_name,
-            compression="zstd",
-            row_group_size=row_group_size,
-            use_dictionary=dictionary,
-        ),
+        table,
+        compression="zstd",
+        row_group_size=row_group_size,
+        use_dictionary=dictionary,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from wsss_core.config import PipelineConfig, load_config
 from wsss_core.config_yaml import commented_yaml
-from wsss_core.store.atomic import atomic_write
+from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.workspace import Workspace
 
 
@@ -43,4 +43,4 @@ def save_workspace_config(workspace: Workspace, config: PipelineConfig, purpose:
         "# wsss commands without --config use it; edit it, or pass --config, to change it.\n"
     )
     text = header + commented_yaml(config)
-    atomic_write(workspace.config_path, lambda tmp_name: Path(tmp_name).write_text(text))
+    write_text_atomic(workspace.config_path, text)
