@@ -43,11 +43,11 @@ from text_table import text_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsss_core.config import PipelineConfig, load_config
-from wsss_core.data.ingest import ingest
 from wsss_core.model.reuse import train_or_reuse
 from wsss_core.stages.cam_stage import run_cam_shard
 from wsss_core.stages.common import current_model_hash, shard_count
 from wsss_core.stages.grow_stage import run_grow_shard
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.stages.seeds_stage import run_seeds_shard
 from wsss_core.store.maps import read_label_shard
 from wsss_core.store.workspace import MAP_STAGES, Workspace

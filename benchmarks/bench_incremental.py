@@ -43,8 +43,8 @@ from text_table import text_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsss_core.data.demo import generate_demo_dataset
-from wsss_core.data.ingest import ingest
 from wsss_core.data.sources import IngestOptions
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.store.workspace import MAP_STAGES, Workspace
 
 # The smallest classifier that trains in seconds: re-run costs do not depend on it.

@@ -7,7 +7,7 @@ Run from the repository root::
 
 Sections:
 
-* ``ingest``: images/s of ``wsss_core.data.ingest`` on a folder of 2,000
+* ``ingest``: images/s of ``stages.ingest_stage.ingest`` on a folder of 2,000
   500x375 JPEGs (first ingest: hash + full decode; re-ingest of the unchanged
   folder: hash + header only), with 1 and 2 worker threads;
 * ``bytes``: bytes on disk per image of CAM maps for 500x375 images with 3
@@ -43,8 +43,8 @@ from text_table import text_table
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.sources import IngestOptions
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.store.maps import (
     CamRecord,
     LabelRecord,
@@ -110,12 +110,7 @@ def bench_ingest(sizes: Sizes, scratch: Path) -> list[dict[str, str]]:
         workspace = Workspace(scratch / f"ws-{workers}")
         for run in ("first ingest", "re-ingest, unchanged"):
             started = time.perf_counter()
-            summary = ingest_folder(
-                root / "images",
-                root / "labels.csv",
-                workspace,
-                options=IngestOptions(workers=workers),
-            )
+            summary = ingest("folder", root, workspace, IngestOptions(workers=workers))
             seconds = time.perf_counter() - started
             assert summary.ingested == sizes.ingest_images
             results.append(

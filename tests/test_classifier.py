@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from folder_ingest import ingest_folder
 from torchvision import models
 
 from wsss_core.config import TrainConfig
 from wsss_core.data.demo import generate_demo_dataset
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import Manifest, read_manifest
 from wsss_core.model.checkpoint import load_checkpoint, save_checkpoint
 from wsss_core.model.classifier import BACKBONES, build_classifier

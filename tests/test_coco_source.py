@@ -7,20 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_rle import rle_counts_to_string, rle_encode
 from PIL import Image
 
 from wsss_core.data.coco_masks import (
     polygons_to_mask,
     rle_counts_from_string,
-    rle_counts_to_string,
     rle_decode,
-    rle_encode,
     segmentation_to_mask,
 )
 from wsss_core.data.images import load_label_map
-from wsss_core.data.ingest import ingest
 from wsss_core.data.manifest import read_manifest, read_quarantine
 from wsss_core.data.sources import IngestOptions
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.store.workspace import Workspace
 
 # Published (counts, string) pairs for COCO's compressed RLE.

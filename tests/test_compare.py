@@ -81,8 +81,8 @@ class Compared:
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory) -> Compared:
-    from wsss_core.data.ingest import ingest
     from wsss_core.model.reuse import train_or_reuse
+    from wsss_core.stages.ingest_stage import ingest
 
     root = tmp_path_factory.mktemp("compare")
     workspace = Workspace(root / "ws")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from folder_ingest import ingest_folder
 from PIL import Image
 
 from wsss_core.config import PipelineConfig
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.images import load_label_map, save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.export.voc import export_voc

@@ -11,10 +11,10 @@ from PIL import Image
 
 from wsss_core.config import ReviewConfig
 from wsss_core.data.images import load_label_map
-from wsss_core.data.ingest import ingest
 from wsss_core.data.manifest import read_manifest, read_quarantine
 from wsss_core.data.sources import IngestOptions
 from wsss_core.review.fiftyone_adapter import configure_database
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.store.workspace import Workspace
 
 

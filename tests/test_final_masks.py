@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from folder_ingest import ingest_folder
 from PIL import Image
 
 from wsss_core.background import (
@@ -16,7 +17,6 @@ from wsss_core.background import (
 )
 from wsss_core.config import PipelineConfig
 from wsss_core.crf import CrfParams
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import read_manifest
 from wsss_core.recovery import recover_vanished_classes, restore_vanished_classes
 from wsss_core.review.review_files import MASK_RECOVERED, write_review_files

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from folder_ingest import ingest_folder
 from PIL import Image
 
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import read_manifest, read_quarantine
 from wsss_core.store.workspace import Workspace
 
@@ -97,7 +97,7 @@ def test_manifest_missing_is_a_clear_error(tmp_path: Path):
 
 
 def test_folder_root_layout_is_found_without_options(source: Path, tmp_path: Path):
-    from wsss_core.data.ingest import ingest
+    from wsss_core.stages.ingest_stage import ingest
 
     workspace = Workspace(tmp_path / "ws")
     summary = ingest("folder", source, workspace)
@@ -110,7 +110,7 @@ def test_folder_root_layout_is_found_without_options(source: Path, tmp_path: Pat
 
 def test_demo_source_is_replaced_not_merged(tmp_path: Path):
     from wsss_core.config import DemoConfig
-    from wsss_core.data.ingest import ingest
+    from wsss_core.stages.ingest_stage import ingest
 
     workspace = Workspace(tmp_path / "ws")
     ingest("demo", None, workspace, demo=DemoConfig(num_images=4, image_size=32))

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from folder_ingest import ingest_folder
 from PIL import Image
 
-import wsss_core.data.ingest as ingest_module
+import wsss_core.stages.ingest_stage as ingest_stage
 from wsss_core.config import PipelineConfig
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import MANIFEST_SCHEMA, read_manifest, read_quarantine
 from wsss_core.data.sources import IngestOptions
 from wsss_core.stages.common import expected_lineage, input_hashes, plan_rewrite, records_hash
@@ -112,7 +112,7 @@ def test_a_kill_before_mask_removal_is_harmless(tmp_path: Path, monkeypatch):
     def killed(*_args) -> None:
         raise _Killed
 
-    monkeypatch.setattr(ingest_module, "_remove_outdated_masks", killed)
+    monkeypatch.setattr(ingest_stage, "_remove_outdated_masks", killed)
     with pytest.raises(_Killed):
         _ingest(root, workspace)
     new = read_manifest(workspace).records

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from folder_ingest import ingest_folder
 from PIL import Image
 
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.images import load_label_map, load_rgb
 from wsss_core.data.manifest import read_manifest, read_quarantine
 from wsss_core.data.sources import IngestOptions

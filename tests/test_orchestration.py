@@ -14,10 +14,10 @@ from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
-from wsss_core.data.ingest import ingest
 from wsss_core.data.manifest import read_manifest
 from wsss_core.data.sources import IngestOptions
 from wsss_core.model.reuse import train_or_reuse
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.store.maps import read_cam_shard, read_label_shard, shard_paths
 from wsss_core.store.workspace import MAP_STAGES, Workspace
 

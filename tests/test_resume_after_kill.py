@@ -212,8 +212,8 @@ def _inject_killed_write(run: KilledRun, log_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory, prefect_harness) -> KilledRun:
-    from wsss_core.data.ingest import ingest
     from wsss_core.model.reuse import train_or_reuse
+    from wsss_core.stages.ingest_stage import ingest
 
     root = tmp_path_factory.mktemp("resume-after-kill")
     config_path = root / "config.yaml"

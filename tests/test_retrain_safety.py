@@ -16,7 +16,6 @@ import torch
 from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import PipelineConfig
-from wsss_core.data.ingest import ingest
 from wsss_core.data.manifest import read_manifest, write_manifest
 from wsss_core.model import training
 from wsss_core.model.checkpoint import file_hash, load_checkpoint
@@ -24,6 +23,7 @@ from wsss_core.model.reuse import TrainOutcome, train_or_reuse
 from wsss_core.stages.cam_stage import run_cam_shard
 from wsss_core.stages.common import checked_model_hash
 from wsss_core.stages.evaluate_stage import evaluate_workspace
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.stages.status import workspace_status
 from wsss_core.store.maps import read_lineage
 from wsss_core.store.workspace import Workspace

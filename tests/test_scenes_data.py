@@ -121,8 +121,8 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 
 def test_ingest_demo_of_kind_scenes(tmp_path: Path) -> None:
-    from wsss_core.data.ingest import ingest
     from wsss_core.data.manifest import read_manifest
+    from wsss_core.stages.ingest_stage import ingest
 
     workspace = Workspace(tmp_path / "ws")
     config = DemoConfig(kind="scenes", num_images=5, image_size=64)

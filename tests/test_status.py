@@ -57,8 +57,8 @@ def _run_stages(workspace: Workspace, config: PipelineConfig, stages: tuple[str,
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Workspace:
     """An ingested demo workspace with a trained classifier and no maps yet."""
-    from wsss_core.data.ingest import ingest
     from wsss_core.model.reuse import train_or_reuse
+    from wsss_core.stages.ingest_stage import ingest
 
     workspace = Workspace(tmp_path_factory.mktemp("status") / "trained")
     ingest("demo", None, workspace, demo=CONFIG.demo)

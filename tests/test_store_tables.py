@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from folder_ingest import ingest_folder
 from PIL import Image
 
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.store.maps import (
     ROW_GROUP_SIZE,
     CamRecord,

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from folder_ingest import ingest_folder
 
 from wsss_core.config import PipelineConfig, TrainConfig
 from wsss_core.data.demo import generate_demo_dataset
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
 from wsss_core.metrics import mean_average_precision
 from wsss_core.model.checkpoint import TrainingPaths, load_checkpoint

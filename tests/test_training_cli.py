@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from folder_ingest import ingest_folder
 
 from wsss_cli.main import main
 from wsss_core.data.demo import generate_demo_dataset
-from wsss_core.data.folder_source import ingest_folder
 from wsss_core.store.workspace import Workspace
 
 FAST = [

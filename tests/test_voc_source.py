@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from wsss_core.data.images import load_label_map, voc_palette
-from wsss_core.data.ingest import ingest
 from wsss_core.data.manifest import read_manifest, read_quarantine
 from wsss_core.data.sources import VOC_CLASSES, IngestOptions
 from wsss_core.data.voc_source import parse_voc_xml
+from wsss_core.stages.ingest_stage import ingest
 from wsss_core.store.workspace import Workspace
 
 

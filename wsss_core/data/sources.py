@@ -4,8 +4,9 @@ An adapter (``voc_source``, ``coco_source``, ``folder_source``,
 ``review.fiftyone_source``, the demo) only *reads its layout*: it turns the
 dataset into a :class:`SourceScan`, one :class:`SourceItem` per listed image
 (id, image path, label names, split, optional ground truth) plus the rows it
-could not parse. Everything else (file checks, class ids, incremental merge,
-quarantine, writing the manifest) is shared: :mod:`wsss_core.data.ingest`.
+could not parse. Everything else is shared: the checks and the class list
+(:mod:`wsss_core.data.scan_checks`), then the incremental merge, quarantine
+and manifest (:mod:`wsss_core.stages.ingest_stage`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class IngestSummary:
     converted: dict[str, int] = field(default_factory=dict)  # image mode -> count
     class_list: str = ""
     manifest_rows: int = 0
+    label_fixes_kept: int = 0  # images whose reviewer-fixed labels replaced the source's
 
     def lines(self) -> list[str]:
         lines = []
@@ -139,6 +141,8 @@ class IngestSummary:
         header = f"classes ({len(self.class_counts)}"
         header += f", {self.class_list})" if self.class_list else ")"
         lines.append(f"{header}: " + ", ".join(f"{n}={c}" for n, c in self.class_counts.items()))
+        if self.label_fixes_kept:
+            lines.append(f"{self.label_fixes_kept} image(s) keep their reviewer-corrected labels")
         return lines
 
 
