@@ -17,7 +17,7 @@ from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest, write_manifest
-from wsss_core.model import training
+from wsss_core.model import run_files, training
 from wsss_core.model.checkpoint import file_hash, load_checkpoint
 from wsss_core.model.reuse import TrainOutcome, train_or_reuse
 from wsss_core.stages.cam_stage import run_cam_shard
@@ -165,7 +165,7 @@ def test_a_kill_before_the_promotion_is_finished_by_the_next_training(
     def killed(*_: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_promote_candidate", killed)
+    monkeypatch.setattr(run_files, "promote_candidate", killed)
     with pytest.raises(KeyboardInterrupt):
         _train(workspace, CONFIG)
     assert workspace.model_path.read_bytes() == before

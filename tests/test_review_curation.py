@@ -25,7 +25,7 @@ from wsss_core.data.images import save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest, write_manifest
 from wsss_core.model.checkpoint import LoadedClassifier
 from wsss_core.model.classifier import CamClassifier
-from wsss_core.model.training import to_tensor
+from wsss_core.model.transforms import to_tensor
 from wsss_core.review.review_files import label_flags, review_dir, write_review_files
 from wsss_core.review.reviews import ObservedReview, record_reviews
 from wsss_core.stages.cam_stage import compute_cams

@@ -17,7 +17,8 @@ from wsss_core.metrics import mean_average_precision
 from wsss_core.model.checkpoint import TrainingPaths, load_checkpoint
 from wsss_core.model.history import read_history
 from wsss_core.model.reuse import train_or_reuse
-from wsss_core.model.training import resolve_train_config, train_classifier
+from wsss_core.model.sizing import resolve_train_config
+from wsss_core.model.training import train_classifier
 from wsss_core.model.weights import local_copy
 from wsss_core.store.workspace import Workspace
 

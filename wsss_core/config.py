@@ -43,7 +43,7 @@ class TrainConfig(_Section):
     """The multi-label CAM classifier (backbone + global average pooling + linear).
 
     ``image_size`` and ``epochs`` left unset (null) are chosen from the data when
-    training starts (see ``wsss_core.model.training.resolve_train_config``); the
+    training starts (see ``wsss_core.model.sizing.resolve_train_config``); the
     checkpoint records the values actually used.
     """
 

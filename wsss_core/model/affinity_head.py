@@ -48,7 +48,7 @@ from wsss_core.crf import CrfParams, refine_with_crf
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.checkpoint import atomic_torch_save, cpu_state_dict
-from wsss_core.model.training import to_tensor
+from wsss_core.model.transforms import to_tensor
 from wsss_core.probability import UNKNOWN
 from wsss_core.store.maps import CamRecord
 from wsss_core.store.workspace import Workspace

@@ -1,15 +1,10 @@
-"""Training the multi-label CAM classifier on the manifest's image-level labels.
+"""The training loop of the multi-label CAM classifier on the manifest's image-level labels.
 
 One epoch: shuffle the ``train`` split, random resized crop + optional flip +
-colour jitter (``torchvision.transforms.v2``), BCE-with-logits, AdamW with
+colour jitter (:mod:`~wsss_core.model.transforms`), BCE-with-logits, AdamW with
 separate backbone/head learning rates, per-step linear warm-up then cosine
-decay, AMP on CUDA. Then validation mAP and per-class AP on ``val``.
-
-After every epoch, atomically: ``last.pt`` (resume state), ``candidate.pt``
-when validation mAP improved (the best model so far), ``history.parquet`` and
-``training_curves.png``. Only when the last epoch is done is ``candidate.pt``
-marked complete and renamed over ``classifier.pt`` (what later stages load), so
-a killed or failing run leaves the previous finished model in place.
+decay, AMP on CUDA. Then validation mAP and per-class AP on ``val``. What each
+epoch writes, and when ``classifier.pt`` changes, is :mod:`~wsss_core.model.run_files`'s.
 
 Resume is exact on CPU: every epoch re-seeds torch, numpy, ``random`` and the
 loader's shuffling generator from ``(seed, epoch)``, so epoch ``e`` draws the
@@ -21,10 +16,9 @@ rest of the state (weights, AdamW moments, schedule, AMP scale) is in
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,108 +26,24 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 
 from wsss_core.config import TrainConfig
-from wsss_core.data.images import load_rgb
-from wsss_core.data.manifest import ImageRecord, Manifest
+from wsss_core.data.manifest import Manifest
 from wsss_core.metrics import mean_average_precision
-from wsss_core.model.checkpoint import (
-    TRAINING_STATE_FORMAT,
-    LoadedClassifier,
-    TrainingPaths,
-    atomic_torch_save,
-    check_class_names,
-    cpu_state_dict,
-    load_checkpoint,
-    load_training_state,
-    read_payload,
-    save_checkpoint,
-)
+
+# Called as run_files.step(...): one protocol, read as such, and a fault drill can stop any step.
+from wsss_core.model import run_files
+from wsss_core.model.checkpoint import TrainingPaths, load_training_state
 from wsss_core.model.classifier import CamClassifier, build_classifier
+from wsss_core.model.dataset import LabelledImages, training_records, warn_about_classes
 from wsss_core.model.device import resolve_device
-from wsss_core.model.history import EpochMetrics, plot_curves, write_history
+from wsss_core.model.history import EpochMetrics, plot_curves
+from wsss_core.model.sizing import loader_workers, resolve_train_config
+from wsss_core.model.transforms import eval_transform, train_transform
 from wsss_core.model.weights import load_initial_weights
 
-__all__ = [
-    "EpochMetrics",
-    "LoadedClassifier",
-    "TrainingPaths",
-    "TrainingResult",
-    "load_checkpoint",
-    "resolve_train_config",
-    "save_checkpoint",
-    "to_tensor",
-    "train_classifier",
-]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Data-driven defaults (TrainConfig.image_size / epochs left unset).
-MIN_AUTO_SIDE = 128  # pretrained backbones want some context; small images are upscaled
-MAX_AUTO_SIDE = {"cpu": 256, "cuda": 448}  # the cost of a pass grows with the side squared
-TARGET_STEPS = {"cpu": 150, "cuda": 600}  # optimiser steps a run aims at
-MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 3, 40
-# On CPU, cap the work at this many image passes counted at 128 px (a few minutes on 2 cores).
-CPU_BUDGET_IMAGES_128 = 12000
-
 ProgressFactory = Callable[[int, str], Any]
-
-
-def normalize() -> v2.Normalize:
-    return v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``uint8 [H, W, 3]`` to a normalised ``float32 [3, H, W]`` tensor."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    return normalize()(v2.functional.to_dtype(tensor, torch.float32, scale=True))
-
-
-class LabelledImages(Dataset):
-    """Images of the manifest with multi-hot targets; decoded lazily, one per item."""
-
-    def __init__(self, records: Sequence[ImageRecord], num_classes: int, transform: v2.Transform):
-        self.records = list(records)
-        self.num_classes = num_classes
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        record = self.records[index]
-        image = torch.from_numpy(load_rgb(record.uri)).permute(2, 0, 1)
-        target = torch.zeros(self.num_classes)
-        target[list(record.labels)] = 1.0
-        return self.transform(image), target
-
-
-def train_transform(config: TrainConfig) -> v2.Transform:
-    steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(config.image_size, scale=config.crop_scale, antialias=True)
-    ]
-    if config.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if config.color_jitter > 0:
-        jitter = config.color_jitter
-        steps.append(
-            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 6)
-        )
-    steps += [v2.ToDtype(torch.float32, scale=True), normalize()]
-    return v2.Compose(steps)
-
-
-def eval_transform(config: TrainConfig) -> v2.Transform:
-    return v2.Compose(
-        [
-            v2.Resize((config.image_size, config.image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            normalize(),
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -163,88 +73,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0])
 
 
-def _usable_records(
-    manifest: Manifest, log: Callable[[str], None]
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    train = manifest.split("train")
-    train_records = [r for r in train if r.labels]
-    if not train_records:
-        splits = sorted({r.split for r in manifest.records})
-        raise ValueError(
-            "the manifest's train split has no labelled image; nothing to train on "
-            f"({len(train)} train image(s); splits present: {splits or 'none'})"
-        )
-    if len(train_records) < len(train):
-        log(f"{len(train) - len(train_records)} train image(s) without labels left out")
-    val_records = [r for r in manifest.split("val") if r.labels]
-    if not val_records:
-        log("warning: no labelled 'val' images: validating on the training split (optimistic)")
-        val_records = train_records
-    return train_records, val_records
-
-
-def _positives(records: Sequence[ImageRecord], num_classes: int) -> np.ndarray:
-    counts = np.zeros(num_classes, np.int64)
-    for record in records:
-        counts[list(record.labels)] += 1
-    return counts
-
-
-def _warn_about_classes(
-    class_names: Sequence[str],
-    train_records: Sequence[ImageRecord],
-    val_records: Sequence[ImageRecord],
-    log: Callable[[str], None],
-) -> None:
-    train_counts = _positives(train_records, len(class_names))
-    val_counts = _positives(val_records, len(class_names))
-    absent = [name for name, count in zip(class_names, train_counts, strict=True) if count == 0]
-    if absent:
-        log(
-            f"warning: {len(absent)} class(es) have no positive training image and cannot be "
-            f"learnt (their CAMs will be meaningless): {', '.join(absent)}"
-        )
-    no_val = [name for name, count in zip(class_names, val_counts, strict=True) if count == 0]
-    if no_val:
-        log(
-            f"warning: {len(no_val)} class(es) have no positive validation image; their AP is "
-            f"undefined (NaN) and left out of mAP: {', '.join(no_val)}"
-        )
-
-
-def resolve_train_config(
-    config: TrainConfig, train_records: Sequence[ImageRecord], device_type: str = "cpu"
-) -> tuple[TrainConfig, list[str]]:
-    """Fill in ``image_size`` / ``epochs`` left unset, and say why (one line each).
-
-    Image side: the median longer side of the training images, rounded to a
-    multiple of 32 and clamped to ``[128, 256]`` on CPU (``[128, 448]`` on CUDA).
-    Epochs: enough for about 150 optimiser steps on CPU (600 on CUDA), within
-    ``[3, 40]``; on CPU also at most ``CPU_BUDGET_IMAGES_128`` image passes
-    counted at 128 px, so a thousand images train in minutes, not hours.
-    """
-    reasons: list[str] = []
-    kind = "cuda" if device_type == "cuda" else "cpu"
-    image_size = config.image_size
-    if image_size is None:
-        median_side = float(np.median([max(r.width, r.height) for r in train_records]))
-        image_size = int(min(max(round(median_side / 32) * 32, MIN_AUTO_SIDE), MAX_AUTO_SIDE[kind]))
-        reasons.append(f"image size {image_size} (median image side {median_side:.0f} px)")
-    epochs = config.epochs
-    if epochs is None:
-        batches = max(1, len(train_records) // config.batch_size)
-        epochs = math.ceil(TARGET_STEPS[kind] / batches)
-        if kind == "cpu":
-            cost = len(train_records) * (image_size / 128) ** 2
-            epochs = min(epochs, int(CPU_BUDGET_IMAGES_128 // cost))
-        epochs = min(max(epochs, MIN_AUTO_EPOCHS), MAX_AUTO_EPOCHS)
-        reasons.append(
-            f"{epochs} epochs ({len(train_records)} training images, {batches} steps/epoch)"
-        )
-    return config.model_copy(update={"image_size": image_size, "epochs": epochs}), reasons
-
-
-def _param_groups(model: CamClassifier, config: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(model: CamClassifier, config: TrainConfig) -> list[dict[str, Any]]:
     return [
         {
             "params": list(model.features.parameters()),
@@ -281,174 +110,7 @@ def predict_scores(
     return np.concatenate(scores), np.concatenate(targets)
 
 
-def _num_workers(config: TrainConfig, device: torch.device) -> int:
-    if config.num_workers is not None:
-        return config.num_workers
-    if device.type != "cuda":
-        return 0  # decoding small images costs little next to a CPU forward/backward
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
-@dataclass
-class _Run:
-    """Everything that changes while training; ``last.pt`` is this, serialised."""
-
-    model: CamClassifier
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    history: list[EpochMetrics]
-    best_epoch: int = 0
-    best_map: float = -math.inf
-
-
-def _requested(config: TrainConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")
-
-
-def _check_resumable(
-    state: dict[str, Any],
-    path: Path,
-    manifest: Manifest,
-    config: TrainConfig,
-) -> None:
-    check_class_names(
-        state["class_names"],
-        manifest.class_names,
-        path,
-        "; the manifest changed since that run: train without --resume",
-    )
-    # A state without the hash predates it: its data cannot be vouched for.
-    if state.get("training_data_hash") != manifest.training_hash:
-        raise ValueError(
-            f"{path}: the training images changed since that run (different images, labels "
-            "or splits); train without --resume"
-        )
-    requested, stored = _requested(config), state["requested_config"]
-    if requested != stored:
-        changed = sorted(
-            k for k in set(requested) | set(stored) if requested.get(k) != stored.get(k)
-        )
-        raise ValueError(
-            f"{path}: that run used a different train config (differs in: {', '.join(changed)}); "
-            "resume with the same config or train without --resume"
-        )
-
-
-def _save_training_state(
-    path: Path,
-    run: _Run,
-    manifest: Manifest,
-    config: TrainConfig,
-    requested: dict[str, Any],
-    lineage: dict[str, str],
-) -> None:
-    atomic_torch_save(
-        {
-            "format": TRAINING_STATE_FORMAT,
-            "backbone": config.backbone,
-            "class_names": list(manifest.class_names),
-            "config": config.model_dump(mode="json"),
-            "requested_config": requested,
-            "lineage": dict(lineage),
-            "training_data_hash": manifest.training_hash,
-            "epoch": len(run.history),
-            "epochs": config.epochs,
-            "state_dict": cpu_state_dict(run.model),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict(),
-            "history": [metrics.as_dict() for metrics in run.history],
-            "best_epoch": run.best_epoch,
-            "best_map": run.best_map,
-        },
-        path,
-    )
-
-
-def _best_metrics(run: _Run, config: TrainConfig, complete: bool) -> dict[str, Any]:
-    best = run.history[run.best_epoch - 1]
-    return {
-        "epoch": best.epoch,
-        "val_map": best.val_map,
-        "per_class_ap": list(best.val_ap),
-        "train_loss": best.train_loss,
-        "epochs": config.epochs,
-        "epochs_done": len(run.history),
-        "complete": complete,
-    }
-
-
-def _write_history(
-    paths: TrainingPaths, run: _Run, manifest: Manifest, config: TrainConfig, complete: bool
-) -> None:
-    write_history(
-        paths.history,
-        run.history,
-        manifest.class_names,
-        config.model_dump(mode="json"),
-        run.best_epoch,
-        complete,
-    )
-
-
-def _is_promoted(payload: dict[str, Any] | None, run: _Run) -> bool:
-    """True when ``payload`` is this finished run's best model, marked complete."""
-    metrics = (payload or {}).get("metrics", {})
-    return (
-        bool(metrics.get("complete"))
-        and metrics.get("epoch") == run.best_epoch
-        and metrics.get("epochs_done", len(run.history)) == len(run.history)
-    )
-
-
-def _promote_candidate(paths: TrainingPaths, run: _Run, config: TrainConfig) -> None:
-    """Mark the run's best model complete, then rename it over ``classifier.pt``.
-
-    Each step is atomic and a repeat after a kill between them finishes the job,
-    so ``classifier.pt`` is always the previous complete model or this one.
-    """
-    payload = read_payload(paths.candidate)
-    if payload is None:
-        if _is_promoted(read_payload(paths.best), run):  # promoted by an earlier call
-            return
-        raise FileNotFoundError(
-            f"{paths.candidate}: the best model of this training run is missing; "
-            "train again without --resume"
-        )
-    if not payload["metrics"].get("complete"):
-        payload["metrics"] = _best_metrics(run, config, complete=True)
-        atomic_torch_save(payload, paths.candidate)
-    os.replace(paths.candidate, paths.best)
-
-
-def _discard_previous_run(paths: TrainingPaths) -> None:
-    """A fresh run drops an earlier run's candidate and resume state.
-
-    So ``candidate.pt`` and ``last.pt``, when both exist, belong to one run and a
-    resume never promotes another run's model. ``last.pt`` first: a kill between
-    the two leaves a candidate nothing resumes (the next fresh run drops it).
-    """
-    paths.last.unlink(missing_ok=True)
-    paths.candidate.unlink(missing_ok=True)
-
-
-def _adopt_legacy_candidate(paths: TrainingPaths, state: dict[str, Any]) -> None:
-    """Older versions kept an unfinished run's best model in ``classifier.pt``: move it.
-
-    Only such a run can have left an incomplete ``classifier.pt``; resuming it
-    then continues from its own best model, as it did then.
-    """
-    if paths.candidate.exists():
-        return
-    payload = read_payload(paths.best)
-    if payload is None or payload.get("metrics", {}).get("complete", True):
-        return
-    if payload.get("lineage") == state.get("lineage"):
-        os.replace(paths.best, paths.candidate)
-
-
-def _build_run(
+def build_run(
     config: TrainConfig,
     num_classes: int,
     steps_per_epoch: int,
@@ -456,34 +118,24 @@ def _build_run(
     use_amp: bool,
     log: Callable[[str], None],
     initial_weights: bool,
-) -> _Run:
+) -> run_files.RunState:
     seed_everything(config.seed)
     model = build_classifier(config.backbone, num_classes, config.output_stride)
     if initial_weights and config.weights:
         load_initial_weights(model, config.backbone, config.weights, log=log)
     model.to(device)
-    optimizer = torch.optim.AdamW(_param_groups(model, config), weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, min(warmup_steps, total_steps))
     )
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    return _Run(model, optimizer, scheduler, scaler, [])
-
-
-def _restore_run(run: _Run, state: dict[str, Any]) -> None:
-    run.model.load_state_dict(state["state_dict"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
-    run.history = [EpochMetrics.from_dict(row) for row in state["history"]]
-    run.best_epoch = int(state["best_epoch"])
-    run.best_map = float(state["best_map"])
+    return run_files.RunState(model, optimizer, scheduler, scaler, [])
 
 
 def _train_one_epoch(
-    run: _Run,
+    run: run_files.RunState,
     loader: DataLoader,
     device: torch.device,
     use_amp: bool,
@@ -544,26 +196,26 @@ def train_classifier(
     """
     paths = TrainingPaths.in_dir(models_dir)
     lineage = dict(lineage or {})
-    train_records, val_records = _usable_records(manifest, log)
+    train_records, val_records = training_records(manifest, log)
     num_classes = len(manifest.class_names)
     torch_device = resolve_device(device)
     use_amp = config.amp and torch_device.type == "cuda"
-    requested = _requested(config)
+    requested = run_files.requested_config(config)
 
     state: dict[str, Any] | None = None
     if resume:
         state = load_training_state(paths.last)
-        _check_resumable(state, paths.last, manifest, config)
-        _adopt_legacy_candidate(paths, state)
+        run_files.check_resumable(state, paths.last, manifest, config)
+        run_files.adopt_legacy_candidate(paths, state)
         resolved = TrainConfig.model_validate(state["config"])
     else:
         resolved, reasons = resolve_train_config(config, train_records, torch_device.type)
         for reason in reasons:
             log(f"chosen from the data: {reason}")
-        _warn_about_classes(manifest.class_names, train_records, val_records, log)
+        warn_about_classes(manifest.class_names, train_records, val_records, log)
     config = resolved
 
-    workers = _num_workers(config, torch_device)
+    workers = loader_workers(config, torch_device)
     loader_generator = torch.Generator()
     train_loader = DataLoader(
         LabelledImages(train_records, num_classes, train_transform(config)),
@@ -580,14 +232,14 @@ def train_classifier(
         num_workers=workers,
         pin_memory=torch_device.type == "cuda",
     )
-    run = _build_run(
+    run = build_run(
         config, num_classes, len(train_loader), torch_device, use_amp, log, state is None
     )
     if state is not None:
-        _restore_run(run, state)
+        run_files.restore_run(run, state)
         log(f"resuming after epoch {len(run.history)}/{config.epochs} from {paths.last}")
     else:
-        _discard_previous_run(paths)
+        run_files.discard_previous_run(paths)
     resumed_from = len(run.history)
 
     for epoch in range(resumed_from + 1, config.epochs + 1):
@@ -614,17 +266,10 @@ def train_classifier(
         improved = math.isfinite(val_map) and val_map > run.best_map
         if improved or run.best_epoch == 0:
             run.best_epoch, run.best_map = epoch, val_map if math.isfinite(val_map) else -math.inf
-            save_checkpoint(
-                paths.candidate,
-                run.model,
-                manifest.class_names,
-                config.model_dump(mode="json"),
-                _best_metrics(run, config, complete=False),
-                lineage,
-            )
-        _save_training_state(paths.last, run, manifest, config, requested, lineage)
+            run_files.save_candidate(paths, run, manifest, config, lineage)
+        run_files.save_training_state(paths.last, run, manifest, config, requested, lineage)
         complete = epoch == config.epochs
-        _write_history(paths, run, manifest, config, complete)
+        run_files.write_run_history(paths, run, manifest, config, complete)
         plot_curves(paths.curves, run.history, f"{config.backbone}, {config.image_size} px")
         log(
             f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}  val mAP {val_map:.4f}"
@@ -633,15 +278,19 @@ def train_classifier(
         if stop_after_epoch is not None and epoch >= stop_after_epoch and not complete:
             return _result(paths, run, config, completed=False, resumed_from=resumed_from)
 
-    _promote_candidate(paths, run, config)
+    run_files.promote_candidate(paths, run, config)
     if resumed_from == config.epochs:
         log(f"nothing to resume: all {config.epochs} epochs of {paths.last} are done")
-        _write_history(paths, run, manifest, config, complete=True)
+        run_files.write_run_history(paths, run, manifest, config, complete=True)
     return _result(paths, run, config, completed=True, resumed_from=resumed_from)
 
 
 def _result(
-    paths: TrainingPaths, run: _Run, config: TrainConfig, completed: bool, resumed_from: int
+    paths: TrainingPaths,
+    run: run_files.RunState,
+    config: TrainConfig,
+    completed: bool,
+    resumed_from: int,
 ) -> TrainingResult:
     best = run.history[run.best_epoch - 1]
     return TrainingResult(
@@ -653,12 +302,4 @@ def _result(
         config=config,
         completed=completed,
         resumed_from=resumed_from,
-    )
-
-
-def describe_ap(class_names: Sequence[str], per_class_ap: Sequence[float]) -> str:
-    """``digit_0 0.99, digit_1 0.97, ...`` (``n/a`` where undefined)."""
-    return ", ".join(
-        f"{name} {ap:.2f}" if math.isfinite(ap) else f"{name} n/a"
-        for name, ap in zip(class_names, per_class_ap, strict=True)
     )

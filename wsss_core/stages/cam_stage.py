@@ -20,8 +20,9 @@ from wsss_core.cam import class_activation_maps
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
+from wsss_core.model.checkpoint import LoadedClassifier, load_checkpoint
 from wsss_core.model.device import cpu_threads
-from wsss_core.model.training import LoadedClassifier, load_checkpoint, to_tensor
+from wsss_core.model.transforms import to_tensor
 from wsss_core.stages.common import (
     ShardOutcome,
     expected_lineage,
