@@ -11,7 +11,7 @@ from prefect import flow
 from pydantic import ValidationError
 
 from tasks.train import train as train_task
-from wsss_core.config import PipelineConfig, describe_validation_error
+from wsss_core.config import ConfigError, PipelineConfig, describe_validation_error
 from wsss_core.model.reuse import TrainOutcome
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
@@ -37,7 +37,7 @@ def training_config(
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise ValueError(f"invalid training option: {describe_validation_error(error)}") from None
+        raise ConfigError(f"invalid training option: {describe_validation_error(error)}") from None
 
 
 @flow(name="train", persist_result=False)

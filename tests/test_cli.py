@@ -32,12 +32,15 @@ def test_run_on_a_workspace_without_manifest_is_a_one_line_error(tmp_path, capsy
     assert "Traceback" not in "\n".join(err)
 
 
-def test_bad_config_file_is_a_one_line_error(tmp_path, capsys, prefect_harness):
+def test_bad_config_file_is_a_one_line_usage_error(tmp_path, capsys, prefect_harness):
     config = tmp_path / "bad.yaml"
     config.write_text("seeds:\n  fg_threshold: 0.1\n  bg_threshold: 0.5\n")
     code = main(["run", "--workspace", str(tmp_path), "--config", str(config)])
-    assert code == 1
-    assert "fg_threshold must be greater than bg_threshold" in capsys.readouterr().err
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"wsss run: usage error: {config}: seeds: fg_threshold must be greater than bg_threshold"
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,6 @@ def test_bad_option_value_is_a_one_line_usage_error(argv, flag, tmp_path, capsys
 def test_unreadable_config_is_one_line_naming_the_file(tmp_path, capsys):
     config = tmp_path / "broken.yaml"
     config.write_text("train: [1\n  bad: :\n")  # YAML's own message spans lines
-    assert main(["config", "show", "--config", str(config)]) == 1
+    assert main(["config", "show", "--config", str(config)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"wsss config: error: {config}: cannot read config")
+    assert line.startswith(f"wsss config: usage error: {config}: cannot read config")

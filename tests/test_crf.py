@@ -122,7 +122,7 @@ def test_params_are_validated_and_frozen() -> None:
     assert params.iterations == 10 and params.gaussian_sxy == 3 and params.gaussian_compat == 3
     assert 50 <= params.bilateral_sxy <= 80 and 5 <= params.bilateral_srgb <= 13
     assert 4 <= params.bilateral_compat <= 10
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValueError, match="frozen"):
         params.iterations = 5  # type: ignore[misc]
     with pytest.raises(ValueError, match="iterations"):
         CrfParams(iterations=0)

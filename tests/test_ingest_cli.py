@@ -44,11 +44,11 @@ def test_bad_config_file_with_database_dir_is_one_line_naming_it(tmp_path: Path,
     workspace, database = str(tmp_path / "ws"), str(tmp_path / "db")
     argv = ["ingest", "fiftyone", "name", "--workspace", workspace, "--database-dir", database]
     code = main([*argv, "--config", str(config)])
-    assert code == 1
+    assert code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert (
-        line
-        == f"wsss ingest: error: {config}: review.port: Input should be greater than or equal to 1"
+    assert line == (
+        f"wsss ingest: usage error: {config}: review.port: "
+        "Input should be greater than or equal to 1 (got 0)"
     )
 
 

@@ -59,14 +59,14 @@ def test_resume_without_an_interrupted_run_is_a_one_line_error(tmp_path, capsys,
     assert err[-1].startswith("wsss train: error:") and "nothing to resume" in err[-1]
 
 
-def test_bad_config_value_is_a_failure_naming_the_file(tmp_path, capsys):
-    # The same value as a flag is a usage error (exit 2, see test_cli); in a file, a failure.
+def test_bad_config_value_is_a_usage_error_naming_the_file(tmp_path, capsys):
+    # As the same value given as a flag (see test_cli): exit 2, before any work.
     config = tmp_path / "config.yaml"
     config.write_text("train:\n  epochs: 0\n")
     code = main(["train", "--workspace", str(tmp_path), "--config", str(config)])
-    assert code == 1
+    assert code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"wsss train: error: {config}: train.epochs:")
+    assert line.startswith(f"wsss train: usage error: {config}: train.epochs:")
 
 
 def test_unknown_backbone_is_a_usage_error(tmp_path, capsys):

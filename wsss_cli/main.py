@@ -1,6 +1,7 @@
 """The ``wsss`` command line: thin argument parsing over the Prefect flows.
 
-Exit codes: 0 ok, 1 failure (one-line error unless ``--debug``), 2 usage error.
+Exit codes: 0 ok, 1 failure (one-line error unless ``--debug``), 2 usage error
+(a bad option, or a config setting out of its bounds: caught before any work).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 from wsss_cli.commands import COMMANDS
 from wsss_cli.flow_calls import UsageError
+from wsss_core.config import ConfigError
 
 
 def _quiet_offline_defaults(debug: bool) -> None:
@@ -56,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_offline_defaults(args.debug)
     try:
         return args.handler(args)
-    except UsageError as error:
+    except (UsageError, ConfigError) as error:
         print(f"wsss {args.command}: usage error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,9 +7,11 @@ keep absent classes from appearing. Two pairwise terms follow the paper:
 * Gaussian (smoothness): ``sxy = 3``, ``compat = 3``; removes isolated pixels.
 * Bilateral (appearance): nearby pixels of similar colour prefer one label.
 
-Defaults are those of AffinityNet/IRN's ``crf_inference`` (bilateral
-``sxy = 80, srgb = 13, compat = 10``, 10 iterations), inside the ranges DSRG and
-IRN use (GUIDE §5) and proven on VOC pseudo-labels.
+The parameters, their defaults and bounds are :class:`~wsss_core.config.CrfParams`,
+the pipeline's ``crf`` section less its pipeline-only fields (that section can
+be passed as it is): bilateral ``sxy = 50, srgb = 13, compat = 10``, 10
+iterations, chosen on both development datasets inside the ranges DSRG and
+IRN use (GUIDE §5; AffinityNet/IRN's ``crf_inference`` uses ``sxy = 80``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
+from wsss_core.config import CrfParams
 from wsss_core.probability import UNKNOWN, channel_to_label, check_class_ids
 
 __all__ = ["CrfParams", "CrfResult", "refine_with_crf"]
@@ -28,29 +31,7 @@ __all__ = ["CrfParams", "CrfResult", "refine_with_crf"]
 # can forbid a label (pydensecrf.utils.unary_from_softmax uses the same).
 PROBABILITY_FLOOR = 1e-5
 
-
-@dataclass(frozen=True)
-class CrfParams:
-    """Dense CRF hyper-parameters (pydensecrf names; ``s*`` are kernel std devs)."""
-
-    iterations: int = 10
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-
-    def __post_init__(self) -> None:
-        if int(self.iterations) != self.iterations or self.iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations}")
-        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value}")
-        for name in ("gaussian_compat", "bilateral_compat"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value}")
+DEFAULT_PARAMS = CrfParams()  # frozen, so one shared default is safe
 
 
 @dataclass
@@ -65,7 +46,7 @@ def refine_with_crf(
     image: np.ndarray,
     probs: np.ndarray,
     class_ids: Sequence[int],
-    params: CrfParams = CrfParams(),  # frozen, so sharing the default is safe
+    params: CrfParams = DEFAULT_PARAMS,
     min_confidence: float | None = None,
 ) -> CrfResult:
     """Refine ``probs`` with a fully connected CRF over ``image``.
@@ -75,7 +56,7 @@ def refine_with_crf(
             0..255, or floats in [0, 1] (scaled by 255). Anything else is rejected.
         probs: probability map ``[K + 1, H, W]``: background + ``class_ids``.
         class_ids: the image's target class ids; channel ``i + 1`` -> label ``class_ids[i] + 1``.
-        params: CRF hyper-parameters.
+        params: CRF parameters; the pipeline's ``crf`` section (a ``CrfConfig``) will do.
         min_confidence: if set, pixels whose marginal is below it become 255 (unknown).
     """
     ids = check_class_ids(class_ids)

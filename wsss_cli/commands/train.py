@@ -8,16 +8,9 @@ import sys
 from pathlib import Path
 
 from wsss_cli.flow_calls import UsageError, checked_options
+from wsss_core.config import BACKBONE_NAMES
 
-BACKBONE_CHOICES = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-)
+BACKBONE_CHOICES = BACKBONE_NAMES  # train.backbone's bound, defined in wsss_core/config.py
 
 
 def _weights(value: str) -> str | None:
@@ -42,8 +35,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _check_options(overrides: dict, device: str | None) -> None:
     """Bad flag values as usage errors, before the flow starts.
 
-    The overrides are checked on their own; the flow checks them again merged
-    with the config file, whose errors are failures (exit 1).
+    The overrides are checked on their own, so an error names the flag; merged
+    with the config file they are checked again (a bad file value exits 2 too).
     """
     from wsss_core.config import TrainConfig
 

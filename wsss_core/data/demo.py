@@ -29,9 +29,11 @@ from typing import Protocol
 
 import numpy as np
 from PIL import Image
+from pydantic import ValidationError
 from scipy import ndimage
 from tqdm import tqdm
 
+from wsss_core.config import DemoConfig, describe_validation_error
 from wsss_core.store.atomic import write_bytes_atomic, write_text_atomic
 
 DEMO_CLASS_NAMES: tuple[str, ...] = tuple(f"digit_{digit}" for digit in range(10))
@@ -104,20 +106,21 @@ class _Canvas:
     labels: tuple[int, ...]  # sorted class ids
 
 
+# The generators' defaults are the demo section's (config.DemoConfig), one definition.
+DIGITS_DEFAULTS = DemoConfig(kind="digits")
+
+
 def _validate(
-    num_images: int,
-    image_size: int,
-    seed: int,
+    settings: dict[str, object],
     val_fraction: float,
     min_digits: int,
     max_digits: int,
 ) -> None:
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
-    if image_size < 32:
-        raise ValueError(f"image_size must be >= 32, got {image_size}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    """``settings`` (kind, num_images, image_size, seed) within the demo section's bounds."""
+    try:
+        DemoConfig.model_validate(settings)
+    except ValidationError as error:
+        raise ValueError(describe_validation_error(error)) from None
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not 1 <= min_digits <= max_digits <= 5:
@@ -364,16 +367,17 @@ def _remove_stale_files(directory: Path, keep: set[str]) -> None:
 
 def generate_demo_dataset(
     out_dir: Path,
-    num_images: int = 600,
-    image_size: int = 128,
-    seed: int = 0,
+    num_images: int = DIGITS_DEFAULTS.num_images,
+    image_size: int = DIGITS_DEFAULTS.canvas_side,
+    seed: int = DIGITS_DEFAULTS.seed,
     val_fraction: float = 0.2,
     min_digits: int = 1,
     max_digits: int = 3,
     show_progress: bool = False,
 ) -> DemoDataset:
     """Write a deterministic multi-digit dataset under ``out_dir`` (see module docstring)."""
-    _validate(num_images, image_size, seed, val_fraction, min_digits, max_digits)
+    settings = {"kind": "digits", "num_images": num_images, "image_size": image_size, "seed": seed}
+    _validate(settings, val_fraction, min_digits, max_digits)
     pools = _digit_pools(seed)
     splits = _split_assignment(num_images, val_fraction, seed)
 

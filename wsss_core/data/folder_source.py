@@ -216,9 +216,9 @@ def scan_demo(out_dir: Path, demo: DemoConfig | None = None) -> SourceScan:
 
     demo = demo or DemoConfig()
     generate = generate_scenes_dataset if demo.kind == "scenes" else generate_demo_dataset
-    # image_size null: the generator's own default (128 digits, 192 scenes).
-    size = {} if demo.image_size is None else {"image_size": demo.image_size}
-    dataset = generate(Path(out_dir), num_images=demo.num_images, seed=demo.seed, **size)
+    dataset = generate(
+        Path(out_dir), num_images=demo.num_images, image_size=demo.canvas_side, seed=demo.seed
+    )
     return scan_folder(
         dataset.images_dir,
         dataset.labels_csv,

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from wsss_core.config import DemoConfig
 from wsss_core.data.demo import (
     CANVAS_ATTEMPTS,
     CORE_ALPHA,
@@ -70,7 +71,8 @@ SCENE_CLASS_NAMES: tuple[str, ...] = (
     "horse",
     "ring",
 )
-DEFAULT_IMAGE_SIZE = 192  # large enough that a 20 % object (38 px) still shows its shape
+# The generator's defaults are the demo section's (config.DemoConfig), one definition.
+SCENES_DEFAULTS = DemoConfig(kind="scenes")
 
 # Sizes: the bounding side of an object as a fraction of the canvas side.
 LARGE_OBJECT_PROBABILITY = 0.5  # share of canvases with one large object, else small ones
@@ -668,15 +670,16 @@ def _render_scene(rng: np.random.Generator, size: int) -> _Canvas:
 
 def generate_scenes_dataset(
     out_dir: Path,
-    num_images: int = 600,
-    image_size: int = DEFAULT_IMAGE_SIZE,
-    seed: int = 0,
+    num_images: int = SCENES_DEFAULTS.num_images,
+    image_size: int = SCENES_DEFAULTS.canvas_side,
+    seed: int = SCENES_DEFAULTS.seed,
     val_fraction: float = 0.2,
     show_progress: bool = False,
 ) -> DemoDataset:
     """Write a deterministic scenes dataset under ``out_dir`` (see module docstring)."""
+    settings = {"kind": "scenes", "num_images": num_images, "image_size": image_size, "seed": seed}
     # The demo's checks; its object-count arguments do not apply here.
-    _validate(num_images, image_size, seed, val_fraction, min_digits=1, max_digits=1)
+    _validate(settings, val_fraction, min_digits=1, max_digits=1)
     splits = _split_assignment(num_images, val_fraction, seed)
 
     def render(index: int) -> _Canvas:

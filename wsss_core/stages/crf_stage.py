@@ -16,7 +16,7 @@ import numpy as np
 
 from wsss_core.background import refine_best_background
 from wsss_core.config import PipelineConfig
-from wsss_core.crf import CrfParams, refine_with_crf
+from wsss_core.crf import refine_with_crf
 from wsss_core.data.images import load_rgb, save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.probability import probability_map
@@ -31,18 +31,6 @@ from wsss_core.store.workspace import Workspace
 WALK_BACKGROUND_POWER = 1.0
 
 
-def crf_params(config: PipelineConfig) -> CrfParams:
-    c = config.crf
-    return CrfParams(
-        iterations=c.iterations,
-        gaussian_sxy=c.gaussian_sxy,
-        gaussian_compat=c.gaussian_compat,
-        bilateral_sxy=c.bilateral_sxy,
-        bilateral_srgb=c.bilateral_srgb,
-        bilateral_compat=c.bilateral_compat,
-    )
-
-
 def run_crf_shard(
     workspace: Workspace,
     config: PipelineConfig,
@@ -50,7 +38,8 @@ def run_crf_shard(
     show_progress: bool = False,
     model_hash: str | None = None,
 ) -> ShardOutcome:
-    params, palette, settings = crf_params(config), voc_palette(), config.crf
+    # The crf section is the CRF's own parameters (a CrfParams) plus the choices around it.
+    palette, settings = voc_palette(), config.crf
     walked = _WalkedMaps(workspace, shard_index) if config.affinity.enabled else None
 
     def per_image(record: ImageRecord, cams: CamRecord, grown: LabelRecord | None) -> LabelRecord:
@@ -66,7 +55,7 @@ def run_crf_shard(
             cams.cams,
             cams.class_ids,
             settings.background_powers,
-            params,
+            settings,
             settings.min_confidence,
             anchor,
         )
@@ -74,7 +63,7 @@ def run_crf_shard(
 
         def walk_region() -> np.ndarray:
             walk = probability_map(walked.of(record.image_id), WALK_BACKGROUND_POWER)
-            return refine_with_crf(image, walk, cams.class_ids, params).labels
+            return refine_with_crf(image, walk, cams.class_ids, settings).labels
 
         labels, recovered = restore_vanished_classes(
             result.labels,
