@@ -1,9 +1,13 @@
 """Every tunable of the pipeline, validated before anything runs.
 
 One :class:`PipelineConfig` holds a section per stage; a YAML file with any
-subset of the sections overrides the defaults. Each stage's lineage hash is
-taken from its own section and the sections upstream of it, so changing a CRF
-parameter invalidates the CRF output only.
+subset of the sections overrides the defaults. Each setting is defined once,
+here, with its default and its bounds: the library functions take their
+defaults from these models too (``crf.refine_with_crf`` takes a
+:class:`CrfParams`, the demo generators read :class:`DemoConfig`), so a value
+out of bounds is refused when the config loads, not when a stage meets it.
+Each stage's lineage hash is taken from its own section and the sections
+upstream of it, so changing a CRF parameter invalidates the CRF output only.
 """
 
 from __future__ import annotations
@@ -11,14 +15,50 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ConfigError(ValueError):
+    """A config file or setting that cannot be used; names the file, the key and the bound.
+
+    The CLI reports it as a usage error (exit code 2), before any stage starts.
+    """
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity in a YAML file (.nan, .inf) is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+# torchvision backbones the classifier can cut into a feature extractor
+# (``model/classifier.BACKBONES`` builds each; a test keeps the two lists equal).
+Backbone = Literal[
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+]
+BACKBONE_NAMES: tuple[str, ...] = get_args(Backbone)
+
+# The canvas side of each demo kind when ``demo.image_size`` is null: digits
+# are drawn for 128 px; at 192 px a small scene object (20 % of the side,
+# 38 px) still shows its shape.
+DEMO_CANVAS_SIDES: dict[str, int] = {"digits": 128, "scenes": 192}
 
 
 class DemoConfig(_Section):
@@ -34,9 +74,17 @@ class DemoConfig(_Section):
     )
     num_images: int = Field(600, ge=1, description="canvases to generate")
     image_size: int | None = Field(
-        None, ge=32, description="canvas side; null: 128 for digits, 192 for scenes"
+        None,
+        ge=32,
+        description="canvas side; null: "
+        + ", ".join(f"{side} for {kind}" for kind, side in DEMO_CANVAS_SIDES.items()),
     )
-    seed: int = Field(0, description="generator seed; same seed, same files")
+    seed: int = Field(0, ge=0, description="generator seed; same seed, same files")
+
+    @property
+    def canvas_side(self) -> int:
+        """``image_size``, or the kind's own side when it is null."""
+        return DEMO_CANVAS_SIDES[self.kind] if self.image_size is None else self.image_size
 
 
 class TrainConfig(_Section):
@@ -47,7 +95,7 @@ class TrainConfig(_Section):
     checkpoint records the values actually used.
     """
 
-    backbone: str = Field("mobilenet_v2", description="torchvision backbone name")
+    backbone: Backbone = Field("mobilenet_v2", description="torchvision backbone name")
     weights: str | None = Field(
         "IMAGENET1K_V1",
         description="initial weights: null, a torchvision weights name (local copy first), "
@@ -73,24 +121,25 @@ class TrainConfig(_Section):
     )
     hflip: bool = Field(False, description="random horizontal flips (off for text/digits)")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader workers; null: 0 on CPU, up to 8 on CUDA"
     )
 
-    @model_validator(mode="after")
-    def _valid_crop(self) -> TrainConfig:
-        low, high = self.crop_scale
+    @field_validator("crop_scale")
+    @classmethod
+    def _valid_crop(cls, crop_scale: tuple[float, float]) -> tuple[float, float]:
+        low, high = crop_scale
         if not 0 < low <= high <= 1:
-            raise ValueError("crop_scale must satisfy 0 < low <= high <= 1")
-        return self
+            raise ValueError("must satisfy 0 < low <= high <= 1")
+        return crop_scale
 
 
 class CamConfig(_Section):
     """Class activation maps for each image's labelled classes."""
 
     method: Literal["cam", "gradcam", "gradcampp"] = "cam"
-    scales: tuple[float, ...] = Field((1.0, 0.5, 1.5), min_length=1)
+    scales: tuple[PositiveFloat, ...] = Field((1.0, 0.5, 1.5), min_length=1)
     flip: bool = Field(False, description="add horizontally flipped passes (IRN)")
     batch_size: int = Field(16, ge=1)
     cpu_threads: int = Field(
@@ -138,7 +187,7 @@ class AffinityConfig(_Section):
     bg_threshold: float = Field(
         0.05, gt=0, lt=1, description="training: confident background where every CAM < this (IRN)"
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     cpu_threads: int = Field(
         1, ge=1, description="torch CPU threads per shard, fixed for bit-identical maps"
     )
@@ -183,7 +232,27 @@ class GrowConfig(_Section):
     bg_threshold: float = Field(0.9, gt=0, le=1)
 
 
-class CrfConfig(_Section):
+class CrfParams(_Section):
+    """The dense CRF's own parameters (pydensecrf names; ``s*`` are kernel std devs).
+
+    What ``crf.refine_with_crf`` takes. The pipeline's ``crf`` section
+    (:class:`CrfConfig`) is these plus the choices made around the CRF, so the
+    library and the pipeline share one set of defaults and bounds. Bilateral
+    13 / 50 / 10 were chosen on both development datasets (AffinityNet and IRN
+    use sxy 80; ARCHITECTURE.md, "Thresholds").
+    """
+
+    iterations: int = Field(10, ge=1, description="mean-field iterations")
+    gaussian_sxy: float = Field(3.0, gt=0, description="smoothness kernel width (pixels)")
+    gaussian_compat: float = Field(3.0, ge=0, description="smoothness kernel weight")
+    bilateral_sxy: float = Field(50.0, gt=0, description="appearance kernel width (pixels)")
+    bilateral_srgb: float = Field(
+        13.0, gt=0, description="appearance kernel colour width (0-255 levels)"
+    )
+    bilateral_compat: float = Field(10.0, ge=0, description="appearance kernel weight")
+
+
+class CrfConfig(CrfParams):
     """Dense CRF refinement (pydensecrf) into the final masks.
 
     Each image is refined once per candidate background power and keeps the
@@ -192,13 +261,7 @@ class CrfConfig(_Section):
     development datasets (ARCHITECTURE.md, "Thresholds").
     """
 
-    iterations: int = Field(10, ge=1)
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 50.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-    background_powers: tuple[float, ...] = Field(
+    background_powers: tuple[PositiveFloat, ...] = Field(
         (0.5, 0.7, 1.0, 1.4),
         min_length=1,
         description="candidate background powers, P_bg ~ (1 - max CAM) ** power; each image "
@@ -222,12 +285,6 @@ class CrfConfig(_Section):
     min_confidence: float | None = Field(
         None, ge=0, le=1, description="pixels below this CRF confidence become 255"
     )
-
-    @model_validator(mode="after")
-    def _positive_powers(self) -> CrfConfig:
-        if any(not power > 0 for power in self.background_powers):
-            raise ValueError("background_powers must all be positive")
-        return self
 
 
 class ReviewConfig(_Section):
@@ -259,7 +316,9 @@ class ReviewConfig(_Section):
 class PipelineConfig(_Section):
     """All sections; the YAML config file mirrors this shape."""
 
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$", description="auto, cpu, cuda, cuda:N"
+    )
     shard_size: int = Field(256, ge=1, description="images per map shard")
     demo: DemoConfig = DemoConfig()
     train: TrainConfig = TrainConfig()
@@ -272,16 +331,27 @@ class PipelineConfig(_Section):
 
     @classmethod
     def from_yaml(cls, path: Path) -> PipelineConfig:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"{path}: cannot read config ({error})") from error
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: config must be a mapping of sections")
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as error:
-            raise ValueError(f"{path}: {describe_validation_error(error)}") from None
+        """The file's settings over the defaults; a :class:`ConfigError` naming the file."""
+        return validated_config(read_config_file(path), str(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's YAML as a mapping of sections, not yet validated (``{}`` when empty)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read config ({error})") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: config must be a mapping of sections")
+    return raw
+
+
+def validated_config(raw: dict[str, Any], source: str) -> PipelineConfig:
+    """``raw`` over the defaults; a bad value is a :class:`ConfigError` starting ``source: ``."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
@@ -290,11 +360,21 @@ def load_config(path: str | Path | None) -> PipelineConfig:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """Pydantic's errors on one line: ``section.field: message; ...``."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'config'}: {item['msg']}"
-        for item in error.errors()
-    )
+    """Pydantic's errors on one line: ``section.field: message (got value); ...``.
+
+    The message names the bound (``Input should be greater than 0``); a check
+    across fields (a section's validator) is named by its section.
+    """
+    return "; ".join(_describe_error_item(item) for item in error.errors())
+
+
+def _describe_error_item(item: Any) -> str:
+    key = ".".join(str(part) for part in item["loc"]) or "config"
+    message = item["msg"].removeprefix("Value error, ")
+    value = item.get("input")
+    if item["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict):
+        message += f" (got {value!r})"
+    return f"{key}: {message}"
 
 
 # Which sections shape each stage's output, upstream included.
