@@ -1,9 +1,12 @@
 """The label flow: cam -> seeds -> grown -> crf over every shard of a trained workspace.
 
 Each stage is a task mapped over the shards, on whatever task runner the flow
-is given (threads by default, Dask for processes or machines). A shard that
-fails is reported and left out of the later stages; the other shards carry on
-and keep their results, and the flow ends Failed, naming the failed shards.
+is given (threads by default, Dask for processes or machines). An image a
+stage cannot compute (an unreadable file) is recorded, listed and skipped by
+the later stages; its shard completes. A shard that fails (an error that is
+not one image's) is reported and left out of the later stages; the other
+shards carry on and keep their results, and the flow ends Failed, naming the
+failed shards.
 
 No ``from __future__ import annotations`` here: Prefect reads the flow's
 parameter annotations at run time to validate and to build deployment schemas.
@@ -32,6 +35,7 @@ from wsss_core.stages.common import (
     shard_count,
 )
 from wsss_core.stages.crf_stage import RecoveredMask, recovered_masks
+from wsss_core.stages.image_failures import ImageFailure, record_in_quarantine
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
@@ -54,6 +58,7 @@ class LabelResult:
     failures: tuple[ShardFailure, ...] = field(default=())
     computed_images: dict[str, int] = field(default_factory=dict)
     recovered: tuple[RecoveredMask, ...] = ()  # current final masks with a class restored
+    failed_images: tuple[ImageFailure, ...] = ()  # images a stage could not compute
 
     def failure_message(self) -> str:
         if not self.failures:
@@ -76,7 +81,8 @@ def collect_shards(
         try:
             done.append(future.result())
         except Exception as error:  # the task's own error, or its worker's death (Dask)
-            failure = ShardFailure(stage, shard_index, f"{type(error).__name__}: {error}")
+            notes = "".join(f" ({note})" for note in getattr(error, "__notes__", ()))
+            failure = ShardFailure(stage, shard_index, f"{type(error).__name__}: {error}{notes}")
             get_run_logger().error(f"{failure}; its images skip the later stages")
             failures.append(failure)
     return done, failures
@@ -91,6 +97,7 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
     images: dict[str, int] = {}
     seconds: dict[str, float] = {}
     failures: list[ShardFailure] = []
+    failed_images: list[ImageFailure] = []
     for stage in map_stages(config):
         started = time.perf_counter()
         if stage == "affinity" and alive:  # its head learns from the CAMs of every shard
@@ -101,14 +108,21 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
         computed[stage] = sum(outcome.computed for outcome in done)
         images[stage] = sum(outcome.computed_images for outcome in done)
         failures += stage_failures
+        failed_images += [failure for outcome in done for failure in outcome.failed]
         alive = [outcome.shard_index for outcome in done]
         seconds[stage] = time.perf_counter() - started
     recovered = recovered_masks(workspace, config, model_hash)
+    record_in_quarantine(workspace, failed_images)
+    for failure in failed_images:
+        logger.warning(f"{failure}; the later stages skip it")
     logger.info(
         f"{total} shard(s); shards recomputed {computed}, images computed {images}; "
-        f"{len(failures)} failed; {len(recovered)} mask(s) with a recovered class"
+        f"{len(failures)} shard(s) and {len(failed_images)} image(s) failed; "
+        f"{len(recovered)} mask(s) with a recovered class"
     )
-    return LabelResult(total, computed, seconds, tuple(failures), images, recovered)
+    return LabelResult(
+        total, computed, seconds, tuple(failures), images, recovered, tuple(failed_images)
+    )
 
 
 @flow(name="label", persist_result=False, task_runner=make_task_runner(RunnerOptions()))

@@ -25,6 +25,7 @@ from wsss_core.report.run_report import RunSummary
 from wsss_core.stages.common import ShardFailure
 from wsss_core.stages.crf_stage import RecoveredMask
 from wsss_core.stages.evaluate_stage import Evaluation
+from wsss_core.stages.image_failures import ImageFailure
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
@@ -44,6 +45,7 @@ class PipelineResult:
     computed_images: dict[str, int] = field(default_factory=dict)
     model_behind_data: bool = False  # reused although training images changed since
     recovered: tuple[RecoveredMask, ...] = ()  # final masks with a class restored
+    failed_images: tuple[ImageFailure, ...] = ()  # images a stage could not compute
 
 
 def new_run_id() -> str:
@@ -146,6 +148,7 @@ def _pseudo_label(
         training.data_changed,
         training.model_hash,
         labelled.recovered,
+        labelled.failed_images,
     )
     written = report(ws, config, summary)
     result = PipelineResult(
@@ -161,6 +164,7 @@ def _pseudo_label(
         labelled.computed_images,
         training.data_changed,
         labelled.recovered,
+        labelled.failed_images,
     )
     if labelled.failures:
         return Failed(message=labelled.failure_message(), data=result)

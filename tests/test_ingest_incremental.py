@@ -119,7 +119,7 @@ def test_a_kill_before_mask_removal_is_harmless(tmp_path: Path, monkeypatch):
     assert [r.image_id for r in new] == ["a", "b"] and new[1].sha256 != old[1].sha256
     assert workspace.mask_path("b").exists() and workspace.mask_path("d").exists()
     # b's input hash changed, so the crf stage computes it (and writes its mask) again.
-    plan = plan_rewrite(crf, expected_lineage(config, "crf", model, new), new)
+    plan = plan_rewrite(crf, expected_lineage(config, "crf", model, new), new, "crf", 0)
     assert [r.image_id for r in plan.todo] == ["b"]
     monkeypatch.undo()
     _ingest(root, workspace)  # finds nothing changed, and sweeps the removed image's mask

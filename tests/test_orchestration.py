@@ -177,18 +177,42 @@ def test_dask_runner_gives_the_same_maps_as_threads(trained, tmp_path):
     _assert_maps_equal(expected, got)
 
 
-def test_a_failing_shard_is_reported_and_the_others_keep_their_results(trained, tmp_path):
+def _out_of_memory_on(monkeypatch, module: str, name: str, victims: set[str]) -> None:
+    """Make ``module.name`` raise MemoryError when it meets one of ``victims``' pixels.
+
+    An error of the machine, not of the image: it must fail the shard. The
+    victims are told by their pixels, which is all the patched function sees.
+    """
+    import importlib
+
+    from wsss_core.data.images import load_rgb
+
+    target = importlib.import_module(module)
+    real = getattr(target, name)
+    poisoned = [load_rgb(uri) for uri in victims]
+
+    def fake(image, *args, **kwargs):
+        pixels = image if isinstance(image, np.ndarray) else load_rgb(image.uri)
+        if any(p.shape == pixels.shape and np.array_equal(p, pixels) for p in poisoned):
+            raise MemoryError("out of memory")
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(target, name, fake)
+
+
+def test_a_failing_shard_is_reported_and_the_others_keep_their_results(
+    trained, tmp_path, monkeypatch
+):
     workspace = Workspace(tmp_path / "failing")
     shutil.copytree(trained["snapshot"].root, workspace.root)
     victim = read_manifest(workspace).shards(SHARD_SIZE)[1][0]
-    original = Path(victim.uri).read_bytes()
     # Only the CRF reads the pixels again: a changed CRF setting makes it recompute.
     config_file = _write_config(tmp_path / "crf.yaml", crf={"iterations": 4})
-    try:
-        Path(victim.uri).write_bytes(b"not a png any more")
+    with monkeypatch.context() as patch:
+        _out_of_memory_on(
+            patch, "wsss_core.stages.crf_stage", "refine_best_background", {victim.uri}
+        )
         state, result = _label(workspace.root, config_file)
-    finally:
-        Path(victim.uri).write_bytes(original)
     assert state.is_failed()
     assert "1 shard(s) failed, first crf shard 1" in state.message
     assert [(f.stage, f.shard_index) for f in result.failures] == [("crf", 1)]
@@ -199,26 +223,21 @@ def test_a_failing_shard_is_reported_and_the_others_keep_their_results(trained, 
     assert retry.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 1}
 
 
-def test_a_run_whose_every_shard_failed_still_writes_its_report(trained, tmp_path):
+def test_a_run_whose_every_shard_failed_still_writes_its_report(trained, tmp_path, monkeypatch):
     from flows.pseudo_label import pseudo_label
 
     workspace = Workspace(tmp_path / "failing-run")
     shutil.copytree(trained["snapshot"].root, workspace.root)
     shutil.rmtree(workspace.root / "maps")  # cam reads every image again
-    victims = [shard[0] for shard in read_manifest(workspace).shards(SHARD_SIZE)]
-    originals = {victim.uri: Path(victim.uri).read_bytes() for victim in victims}
-    try:
-        for uri in originals:
-            Path(uri).write_bytes(b"not a png any more")
+    victims = {shard[0].uri for shard in read_manifest(workspace).shards(SHARD_SIZE)}
+    with monkeypatch.context() as patch:
+        _out_of_memory_on(patch, "wsss_core.stages.cam_stage", "read_image", victims)
         state = pseudo_label(
             workspace=str(workspace.root),
             config_file=trained["config"],
             publish=False,
             return_state=True,
         )
-    finally:
-        for uri, content in originals.items():
-            Path(uri).write_bytes(content)
     assert state.is_failed()
     assert "3 shard(s) failed, first cam shard 0" in state.message
     result = state.result(raise_on_failure=False)
@@ -266,19 +285,18 @@ def test_images_added_to_the_source_cost_only_their_own_maps(trained):
     _assert_maps_equal(after, from_scratch)
 
 
-def test_the_cli_names_a_failed_shard_and_exits_1(trained, tmp_path, capsys):
+def test_the_cli_names_a_failed_shard_and_exits_1(trained, tmp_path, capsys, monkeypatch):
     from wsss_cli.main import main
 
     workspace = Workspace(tmp_path / "cli-failing")
     shutil.copytree(trained["snapshot"].root, workspace.root)
     victim = read_manifest(workspace).shards(SHARD_SIZE)[2][0]
-    original = Path(victim.uri).read_bytes()
     config_file = _write_config(tmp_path / "crf.yaml", crf={"iterations": 5})
-    try:
-        Path(victim.uri).write_bytes(b"")
+    with monkeypatch.context() as patch:
+        _out_of_memory_on(
+            patch, "wsss_core.stages.crf_stage", "refine_best_background", {victim.uri}
+        )
         code = main(["label", "--workspace", str(workspace.root), "--config", config_file])
-    finally:
-        Path(victim.uri).write_bytes(original)
     captured = capsys.readouterr()
     assert code == 1
     assert "shards recomputed: cam 0 (0 images), seeds 0 (0 images)" in captured.out

@@ -86,7 +86,19 @@ def _print_recovered(result) -> None:
 
 
 def _print_failures(state, result) -> int:
-    """One line per failed shard on stderr; the exit code."""
+    """One line per failed image, then per failed shard, on stderr; the exit code.
+
+    Failed images alone leave the exit code 0: the rest of the run is done.
+    """
+    failed_images = result.failed_images
+    for failure in failed_images:
+        print(f"image failed: {failure}", file=sys.stderr)
+    if failed_images:
+        print(
+            f"{len(failed_images)} image(s) failed and are skipped (listed in quarantine.parquet); "
+            "a re-run retries one when its file or the settings change",
+            file=sys.stderr,
+        )
     if not state.is_failed():
         return 0
     for failure in result.failures:

@@ -15,6 +15,7 @@ from wsss_core.report.figures import StagePanels, save_iou_bars, save_stage_over
 from wsss_core.stages.common import ShardFailure, shard_maps_current
 from wsss_core.stages.crf_stage import RecoveredMask
 from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
+from wsss_core.stages.image_failures import ImageFailure
 from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
@@ -35,6 +36,7 @@ class RunSummary:
     model_behind_data: bool = False  # reused although training images changed since
     model_hash: str = ""  # the classifier the maps of this run come from
     recovered: tuple[RecoveredMask, ...] = ()  # final masks with a class restored
+    failed_images: tuple[ImageFailure, ...] = ()  # images a stage could not compute
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,18 @@ def _shard_panels(
     shard_index: int,
     count: int,
 ) -> list[StagePanels]:
-    cams = [c for c in read_cam_shard(workspace.shard_path("cam", shard_index)) if c.class_ids][
-        :count
-    ]
     labels = {
         stage: {
             r.image_id: r.labels for r in read_label_shard(workspace.shard_path(stage, shard_index))
         }
         for stage in LABEL_STAGES
     }
+    # Images a stage failed on have no final mask: nothing to draw.
+    cams = [
+        c
+        for c in read_cam_shard(workspace.shard_path("cam", shard_index))
+        if c.class_ids and c.image_id in labels["crf"]
+    ][:count]
     walked = (
         {r.image_id: r for r in read_cam_shard(workspace.shard_path("affinity", shard_index))}
         if config.affinity.enabled
@@ -142,6 +147,20 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
         ]
         lines += [
             f"| {f.stage} | {f.shard_index} | {_table_cell(f.error)} |" for f in summary.failures
+        ]
+    if summary.failed_images:
+        lines += [
+            "",
+            f"## Failed images ({len(summary.failed_images)})",
+            "",
+            "A stage could not compute them; the later stages skip them and the rest of "
+            "their shards is saved. A run retries one when its file or the settings change.",
+            "",
+            "| stage | image | reason |",
+            "| --- | --- | --- |",
+        ]
+        lines += [
+            f"| {f.stage} | {f.image_id} | {_table_cell(f.reason)} |" for f in summary.failed_images
         ]
     if summary.recovered:
         lines += ["", *recovered_lines(summary.recovered, limit=20)]

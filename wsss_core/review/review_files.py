@@ -196,29 +196,34 @@ def _write_index(path: Path, inputs: dict[str, list[int]], images: dict[str, Any
 
 
 def _aligned_rows(paths: dict[str, Path]) -> Iterator[tuple]:
-    """The stages' rows of one shard, streamed side by side (they share row order).
+    """The stages' rows of each image with a final mask, streamed side by side.
 
     (cam, seeds, grown, crf) and, when ``paths`` has it, the affinity row last.
+    Every table lists its images in shard order, and an image a stage failed
+    on is missing from that stage and the later ones, so each final mask's
+    rows are found by reading the other tables forward.
     """
-    readers = [
+    upstream = [
         read_cam_shard(paths["cam"]),
         read_label_shard(paths["seeds"]),
         read_label_shard(paths["grown"]),
-        read_label_shard(paths["crf"]),
     ]
     if "affinity" in paths:
-        readers.append(read_cam_shard(paths["affinity"]))
-    while True:
-        rows = tuple(next(reader, None) for reader in readers)
-        if all(row is None for row in rows):
-            return
-        ids = [None if row is None else row.image_id for row in rows]
-        if len(set(ids)) != 1:
-            raise ValueError(
-                f"{paths['crf'].name}: the cam, seeds, grown and crf shards disagree "
-                f"(next images {ids}); re-run the pipeline"
-            )
-        yield rows
+        upstream.append(read_cam_shard(paths["affinity"]))
+    for crf in read_label_shard(paths["crf"]):
+        rows = [_next_of(reader, crf.image_id, paths["crf"]) for reader in upstream]
+        yield (*rows[:3], crf, *rows[3:])
+
+
+def _next_of(reader: Iterator, image_id: str, crf_path: Path):
+    """The row of ``image_id`` further on in ``reader`` (rows of failed images are passed)."""
+    for row in reader:
+        if row.image_id == image_id:
+            return row
+    raise ValueError(
+        f"{crf_path.name}: the cam, seeds, grown and crf shards disagree (no upstream row "
+        f"of {image_id}); re-run the pipeline"
+    )
 
 
 def _write_image(

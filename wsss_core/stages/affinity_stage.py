@@ -17,7 +17,6 @@ import torch
 
 from wsss_core.affinity import WalkSettings, feature_pyramid, walk_cams
 from wsss_core.config import PipelineConfig
-from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.model.affinity_head import (
     head_lineage,
@@ -36,7 +35,8 @@ from wsss_core.stages.common import (
     plan_rewrite,
     shard_records,
 )
-from wsss_core.store.maps import CamRecord, read_cam_shard, write_cam_shard
+from wsss_core.stages.image_failures import ImageGuard, failures_metadata, read_image
+from wsss_core.store.maps import CamRecord, read_cam_shard, stored_image_ids, write_cam_shard
 from wsss_core.store.workspace import Workspace
 
 
@@ -92,30 +92,38 @@ def run_affinity_shard(
         model_hash = classifier.file_hash
     path = workspace.shard_path("affinity", shard_index)
     lineage = expected_lineage(config, "affinity", model_hash, records)
-    if output_is_current("affinity", path, lineage):
-        return ShardOutcome("affinity", shard_index, len(records), computed=False)
-    plan = plan_rewrite(path, lineage, records)
+    cam_path = workspace.shard_path("cam", shard_index)
+    plan = plan_rewrite(path, lineage, records, "affinity", shard_index, stored_image_ids(cam_path))
+    if not plan.todo and output_is_current("affinity", path, lineage):
+        return ShardOutcome("affinity", shard_index, len(records), False, failed=plan.known_failed)
     classifier = classifier or load_checkpoint(workspace.model_path, "cpu", manifest.class_names)
     head = load_head(workspace.affinity_head_path(head_lineage(config, model_hash))).head
     wanted = {record.image_id: record for record in plan.todo}
     settings = walk_settings(config)
+    guard = ImageGuard("affinity", shard_index)
+
+    def walk(record: ImageRecord, cams: CamRecord) -> CamRecord:
+        net = network_input(read_image(record), config.affinity.input_side)
+        boundary = head(feature_pyramid(classifier.model.features, net.tensor), net.grid)
+        maps = walk_cams(cams.cams, boundary[0].numpy(), settings, net.grid)
+        return CamRecord(cams.image_id, cams.class_ids, maps, None)
+
     walked = []
     with cpu_threads(config.affinity.cpu_threads), torch.no_grad():
-        for cams in read_cam_shard(workspace.shard_path("cam", shard_index)):
+        for cams in read_cam_shard(cam_path):
             record = wanted.get(cams.image_id)
-            if record is None:
-                continue
-            net = network_input(load_rgb(record.uri), config.affinity.input_side)
-            boundary = head(feature_pyramid(classifier.model.features, net.tensor), net.grid)
-            maps = walk_cams(cams.cams, boundary[0].numpy(), settings, net.grid)
-            walked.append(CamRecord(cams.image_id, cams.class_ids, maps, None))
-    if len(walked) != len(plan.todo):
-        raise ValueError(
-            f"cam shard {shard_index} lacks {len(plan.todo) - len(walked)} image(s) of this "
-            "shard; re-run the cam stage"
-        )
+            if record is not None and (result := guard.run(record, walk, record, cams)):
+                walked.append(result)
+    failed = plan.known_failed + tuple(guard.failures)
     write_cam_shard(
-        path, walked, lineage, config.cam.store_stride, plan.inputs, plan.reused, stage="affinity"
+        path,
+        walked,
+        lineage,
+        config.cam.store_stride,
+        plan.inputs,
+        plan.reused(),
+        stage="affinity",
+        failed=failures_metadata(failed),
     )
     seconds = time.perf_counter() - started
-    return ShardOutcome("affinity", shard_index, len(records), True, seconds, len(plan.todo))
+    return ShardOutcome("affinity", shard_index, len(records), True, seconds, len(walked), failed)

@@ -18,18 +18,19 @@ from tqdm import tqdm
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import PipelineConfig
-from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.checkpoint import LoadedClassifier, load_checkpoint
 from wsss_core.model.device import cpu_threads
 from wsss_core.model.transforms import to_tensor
 from wsss_core.stages.common import (
+    RewritePlan,
     ShardOutcome,
     expected_lineage,
     output_is_current,
     plan_rewrite,
     shard_records,
 )
+from wsss_core.stages.image_failures import ImageGuard, failures_metadata, read_image
 from wsss_core.store.maps import CamRecord, write_cam_shard
 from wsss_core.store.workspace import Workspace
 
@@ -71,10 +72,12 @@ def compute_cams(
     device: torch.device,
     show_progress: bool = False,
     label: str = "cam",
+    guard: ImageGuard | None = None,
 ) -> list[CamRecord]:
     """CAMs (and all class scores) for ``records`` in input order.
 
-    Images of equal network size share batches.
+    Images of equal network size share batches. ``guard``: records the images
+    whose file cannot be read and leaves them out (without one, they raise).
     """
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, record in enumerate(records):
@@ -83,15 +86,22 @@ def compute_cams(
     bar = tqdm(total=len(records), desc=label, unit="img", disable=not show_progress)
     for size, indices in groups.items():
         for start in range(0, len(indices), config.cam.batch_size):
-            batch = indices[start : start + config.cam.batch_size]
-            tensors = []
-            for index in batch:
-                image = to_tensor(load_rgb(records[index].uri))
-                tensors.append(
-                    F.interpolate(
-                        image[None], size=size, mode="bilinear", align_corners=False, antialias=True
-                    )[0]
-                )
+            wanted = indices[start : start + config.cam.batch_size]
+            pixels = {index: _read(records[index], guard) for index in wanted}
+            batch = [index for index in wanted if pixels[index] is not None]
+            bar.update(len(wanted) - len(batch))
+            if not batch:
+                continue
+            tensors = [
+                F.interpolate(
+                    to_tensor(pixels[index])[None],
+                    size=size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )[0]
+                for index in batch
+            ]
             images = torch.stack(tensors).to(device)
             scores = class_scores(classifier.model, images)
             maps = class_activation_maps(
@@ -110,7 +120,11 @@ def compute_cams(
                 )
             bar.update(len(batch))
     bar.close()
-    return [results[index] for index in range(len(records))]
+    return [results[index] for index in range(len(records)) if index in results]
+
+
+def _read(record: ImageRecord, guard: ImageGuard | None) -> np.ndarray | None:
+    return read_image(record) if guard is None else guard.run(record, read_image, record)
 
 
 def run_cam_shard(
@@ -133,19 +147,37 @@ def run_cam_shard(
         lineage = expected_lineage(config, "cam", model, records)
         return output_is_current("cam", path, lineage)
 
-    if model_hash is not None and up_to_date(model_hash):
-        return ShardOutcome("cam", shard_index, len(records), computed=False)
+    def plan_for(model: str) -> RewritePlan:
+        return plan_rewrite(
+            path, expected_lineage(config, "cam", model, records), records, "cam", shard_index
+        )
+
+    if model_hash is not None:
+        plan = plan_for(model_hash)
+        if not plan.todo and up_to_date(model_hash):
+            return ShardOutcome("cam", shard_index, len(records), False, failed=plan.known_failed)
     classifier = load_checkpoint(
         workspace.model_path, config.device, class_names=manifest.class_names
     )
-    if model_hash is None and up_to_date(classifier.file_hash):
-        return ShardOutcome("cam", shard_index, len(records), computed=False)
+    plan = plan_for(classifier.file_hash)
+    if not plan.todo and up_to_date(classifier.file_hash):
+        return ShardOutcome("cam", shard_index, len(records), False, failed=plan.known_failed)
     lineage = expected_lineage(config, "cam", classifier.file_hash, records)
-    plan = plan_rewrite(path, lineage, records)
     device = next(classifier.model.parameters()).device
-    label = f"cam {shard_index}"
+    guard = ImageGuard("cam", shard_index)
     with cpu_threads(config.cam.cpu_threads):
-        cams = compute_cams(classifier, plan.todo, config, device, show_progress, label=label)
-    write_cam_shard(path, cams, lineage, config.cam.store_stride, plan.inputs, plan.reused)
+        cams = compute_cams(
+            classifier, plan.todo, config, device, show_progress, f"cam {shard_index}", guard
+        )
+    failed = plan.known_failed + tuple(guard.failures)
+    write_cam_shard(
+        path,
+        cams,
+        lineage,
+        config.cam.store_stride,
+        plan.inputs,
+        plan.reused(),
+        failed=failures_metadata(failed),
+    )
     seconds = time.perf_counter() - started
-    return ShardOutcome("cam", shard_index, len(records), True, seconds, len(plan.todo))
+    return ShardOutcome("cam", shard_index, len(records), True, seconds, len(cams), failed)

@@ -12,11 +12,15 @@ import pyarrow as pa
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
 from wsss_core.model.checkpoint import file_hash, load_checkpoint, require_complete
+from wsss_core.stages.image_failures import ImageFailure, known_failures
 from wsss_core.store.maps import (
     Lineage,
     cam_shard_has_class_scores,
+    read_failed,
     read_lineage,
-    reusable_rows,
+    reusable_ids,
+    rows_of,
+    stored_image_ids,
 )
 from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
 
@@ -31,6 +35,7 @@ class ShardOutcome:
     computed: bool  # False: an up-to-date output already existed
     seconds: float = 0.0
     computed_images: int = 0  # images computed; the rest of a rewritten shard was kept
+    failed: tuple[ImageFailure, ...] = ()  # the shard's images this stage could not compute
 
 
 @dataclass(frozen=True)
@@ -65,19 +70,52 @@ def input_hashes(records: Sequence[ImageRecord]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RewritePlan:
-    """How a stale shard is rewritten: which images to compute, which rows to keep."""
+    """How a shard's output is brought up to date: what to compute, what to keep."""
 
+    path: Path  # the shard's output file
     inputs: dict[str, str]  # image id -> input hash, in shard order (stored with the output)
-    reused: pa.Table | None  # rows of the previous output still valid
+    kept_ids: tuple[str, ...]  # images whose previous rows are still valid
     todo: list[ImageRecord]  # the images to compute
+    known_failed: tuple[ImageFailure, ...]  # failures that still hold (same input and file)
+
+    def reused(self) -> pa.Table | None:
+        """The previous output's rows that are kept (read when the shard is rewritten)."""
+        return rows_of(self.path, self.kept_ids)
+
+    def unchanged(self, lineage: Lineage) -> bool:
+        """True when the output on disk is already what a rewrite would produce."""
+        return not self.todo and is_fresh(self.path, lineage)
 
 
-def plan_rewrite(path: Path, lineage: Lineage, records: Sequence[ImageRecord]) -> RewritePlan:
-    """Keep the previous output's rows of unchanged images; compute the others."""
+def plan_rewrite(
+    path: Path,
+    lineage: Lineage,
+    records: Sequence[ImageRecord],
+    stage: str,
+    shard_index: int,
+    available: set[str] | None = None,
+) -> RewritePlan:
+    """Keep the rows and failures of unchanged images; compute the others.
+
+    ``available``: the images the stage's inputs have (the stages above may
+    have failed on some); the others are skipped, neither computed nor failed.
+    """
     inputs = input_hashes(records)
-    reused = reusable_rows(path, lineage, inputs)
-    kept = set(reused["image_id"].to_pylist()) if reused is not None else set()
-    return RewritePlan(inputs, reused, [r for r in records if r.image_id not in kept])
+    reusable = set(reusable_ids(path, lineage, inputs))
+    if available is not None:
+        reusable &= available  # a row is kept only while its inputs still exist
+    with_rows = stored_image_ids(path) & reusable if reusable else set()
+    known = known_failures(
+        stage, shard_index, read_failed(path) if reusable else {}, records, reusable - with_rows
+    )
+    settled = with_rows | {failure.image_id for failure in known}
+    todo = [
+        r
+        for r in records
+        if r.image_id not in settled and (available is None or r.image_id in available)
+    ]
+    kept = tuple(r.image_id for r in records if r.image_id in with_rows)
+    return RewritePlan(path, inputs, kept, todo, tuple(known))
 
 
 def current_model_hash(workspace: Workspace) -> str:

@@ -11,6 +11,7 @@ from wsss_core.data.manifest import Manifest
 from wsss_core.metrics import ConfusionMatrix, ObjectCoverage
 from wsss_core.stages.common import map_stages
 from wsss_core.stages.evaluate_stage import stage_predictions
+from wsss_core.stages.image_failures import failed_image_ids
 from wsss_core.store.workspace import Workspace
 
 
@@ -36,7 +37,8 @@ def score_maps(
         for stage in map_stages(config)
     }
     for shard_index, shard in enumerate(manifest.shards(config.shard_size)):
-        scored = {record.image_id: record for record in shard if record.gt_uri}
+        failed = failed_image_ids(workspace, map_stages(config), shard_index)
+        scored = {r.image_id: r for r in shard if r.gt_uri and r.image_id not in failed}
         if not scored:
             continue
         truth = {image_id: load_label_map(r.gt_uri) for image_id, r in scored.items()}

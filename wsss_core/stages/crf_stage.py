@@ -17,11 +17,12 @@ import numpy as np
 from wsss_core.background import refine_best_background
 from wsss_core.config import PipelineConfig
 from wsss_core.crf import refine_with_crf
-from wsss_core.data.images import load_rgb, save_label_map, voc_palette
+from wsss_core.data.images import save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.probability import probability_map
 from wsss_core.recovery import restore_vanished_classes
 from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
+from wsss_core.stages.image_failures import read_image
 from wsss_core.stages.label_stage import run_label_stage
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import iter_batches
@@ -49,7 +50,7 @@ def run_crf_shard(
             if settings.anchor_confidence is None
             else (grown.labels, settings.anchor_confidence)
         )
-        image = load_rgb(record.uri)
+        image = read_image(record)
         choice = refine_best_background(
             image,
             cams.cams,
@@ -78,7 +79,15 @@ def run_crf_shard(
         )
 
     outcome = run_label_stage(
-        workspace, config, shard_index, "crf", "grown", per_image, show_progress, model_hash
+        workspace,
+        config,
+        shard_index,
+        "crf",
+        "grown",
+        per_image,
+        show_progress,
+        model_hash,
+        also_needs=("affinity",) if walked is not None else (),
     )
     restore_missing_masks(workspace, config, shard_index)
     return outcome

@@ -90,13 +90,17 @@ def stage_predictions(
 def _stage_predictions(
     workspace: Workspace, config: PipelineConfig, shard_index: int
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """(image id, {stage: label map}) for every image of a shard."""
+    """(image id, {stage: label map}) for every image of a shard that has a final mask.
+
+    An image a stage failed on has no final mask: it is listed as failed, not scored.
+    """
     stages = map_stages(config)
     maps = {
         stage: dict(stage_predictions(workspace, config, stage, shard_index)) for stage in stages
     }
     for image_id in maps["cam"]:
-        yield image_id, {stage: maps[stage][image_id] for stage in stages}
+        if all(image_id in maps[stage] for stage in stages):
+            yield image_id, {stage: maps[stage][image_id] for stage in stages}
 
 
 def evaluate_workspace(

@@ -13,15 +13,16 @@ from wsss_core.stages.common import (
     ShardOutcome,
     current_model_hash,
     expected_lineage,
-    is_fresh,
     plan_rewrite,
     shard_records,
 )
+from wsss_core.stages.image_failures import ImageGuard, failures_metadata
 from wsss_core.store.maps import (
     CamRecord,
     LabelRecord,
     read_cam_shard,
     read_label_shard,
+    stored_image_ids,
     write_label_shard,
 )
 from wsss_core.store.workspace import Workspace
@@ -39,44 +40,52 @@ def run_label_stage(
     per_image: PerImage,
     show_progress: bool = False,
     model_hash: str | None = None,
+    also_needs: tuple[str, ...] = (),
 ) -> ShardOutcome:
     """Apply ``per_image`` to every image of a shard and write ``maps/<stage>/part-<shard>``.
 
     Skips the work when the existing output's lineage (config of this stage and
-    those above it, model, shard inputs) is unchanged. ``model_hash``: the
-    checkpoint's hash when the caller already has it (else it is read here).
+    those above it, model, shard inputs) is unchanged and no image is pending.
+    An image the stages above could not compute is skipped; one ``per_image``
+    fails on is recorded as failed (:mod:`wsss_core.stages.image_failures`).
+    ``model_hash``: the checkpoint's hash when the caller already has it (else
+    it is read here). ``also_needs``: further stages whose rows an image needs.
     """
     started = time.perf_counter()
     _, records = shard_records(workspace, config, shard_index)
     model = model_hash or current_model_hash(workspace)
     lineage = expected_lineage(config, stage, model, records)
     path = workspace.shard_path(stage, shard_index)
-    if is_fresh(path, lineage):
-        return ShardOutcome(stage, shard_index, len(records), computed=False)
-    plan = plan_rewrite(path, lineage, records)
+    needs = ("cam", *((upstream,) if upstream else ()), *also_needs)
+    available = set.intersection(
+        *(stored_image_ids(workspace.shard_path(name, shard_index)) for name in needs)
+    )
+    plan = plan_rewrite(path, lineage, records, stage, shard_index, available)
+    if plan.unchanged(lineage):
+        return ShardOutcome(stage, shard_index, len(records), False, failed=plan.known_failed)
     todo = plan.todo
-    cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo, "cam")
+    cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo)
     previous = (
-        _by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), todo, upstream)
+        _by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), todo)
         if upstream
         else {}
     )
-    bar = tqdm(todo, desc=f"{stage} {shard_index}", unit="img", disable=not show_progress)
-    outputs = [
-        per_image(record, cams[record.image_id], previous.get(record.image_id)) for record in bar
-    ]
-    write_label_shard(path, stage, outputs, lineage, plan.inputs, plan.reused)
+    guard = ImageGuard(stage, shard_index)
+    outputs = []
+    for record in tqdm(todo, desc=f"{stage} {shard_index}", unit="img", disable=not show_progress):
+        image_id = record.image_id
+        output = guard.run(record, per_image, record, cams[image_id], previous.get(image_id))
+        if output is not None:
+            outputs.append(output)
+    failed = plan.known_failed + tuple(guard.failures)
+    write_label_shard(
+        path, stage, outputs, lineage, plan.inputs, plan.reused(), failures_metadata(failed)
+    )
     seconds = time.perf_counter() - started
-    return ShardOutcome(stage, shard_index, len(records), True, seconds, len(todo))
+    return ShardOutcome(stage, shard_index, len(records), True, seconds, len(outputs), failed)
 
 
-def _by_id(rows, records: Sequence[ImageRecord], stage: str) -> dict:
+def _by_id(rows, records: Sequence[ImageRecord]) -> dict:
+    """The rows of ``records``' images (the plan only lists images their inputs have)."""
     wanted = {record.image_id for record in records}
-    table = {row.image_id: row for row in rows if row.image_id in wanted}
-    missing = [r.image_id for r in records if r.image_id not in table]
-    if missing:
-        raise ValueError(
-            f"stage {stage!r} output lacks {len(missing)} image(s) of this shard "
-            f"(e.g. {missing[0]}); re-run that stage"
-        )
-    return table
+    return {row.image_id: row for row in rows if row.image_id in wanted}

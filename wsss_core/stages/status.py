@@ -27,6 +27,7 @@ from wsss_core.model.affinity_head import head_lineage
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
 from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, output_is_current
+from wsss_core.stages.image_failures import ImageFailure, failed_image_lines, stored_failures
 from wsss_core.store.maps import reusable_ids
 from wsss_core.store.workspace import Workspace
 
@@ -66,6 +67,7 @@ class ShardStatus:
     images: int
     state: ShardState
     reusable: int = 0  # images of a stale shard whose rows a run keeps (not recomputed)
+    failed: tuple[ImageFailure, ...] = ()  # images of a done shard the stage could not compute
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class StageStatus:
     @property
     def pending(self) -> int:
         return self.stale + self.missing
+
+    @property
+    def failed(self) -> tuple[ImageFailure, ...]:
+        return tuple(failure for shard in self.shards for failure in shard.failed)
 
     @property
     def pending_shards(self) -> tuple[int, ...]:
@@ -146,6 +152,7 @@ class WorkspaceStatus:
         if self.affinity_head is not None:
             out.append(self.affinity_head)
         out += self.table()
+        out += failed_image_lines([f for stage in self.stages for f in stage.failed], limit=10)
         if shards:
             out += [f"{s.stage} pending shards: {_ranges(s.pending_shards)}" for s in self.stages]
         return out
@@ -194,7 +201,10 @@ def stage_status(
             lineage = expected_lineage(config, stage, model_hash, records)
             path = workspace.shard_path(stage, index)
             reusable = len(reusable_ids(path, lineage, input_hashes(records)))
-        statuses.append(ShardStatus(index, len(records), state, reusable))
+        failed = ()
+        if state == "done":
+            failed = tuple(stored_failures(stage, index, workspace.shard_path(stage, index)))
+        statuses.append(ShardStatus(index, len(records), state, reusable, failed))
     return StageStatus(stage, tuple(statuses))
 
 

@@ -39,9 +39,11 @@ _power     (null)       chosen at (CRF only, ``wsss_core/background.py``)
 Metadata (``wsss`` key): ``schema_version``, ``stage``, ``dtype`` of the
 array columns, ``stride`` (CAM tables), and lineage: ``config_hash``,
 ``model_hash``, ``source_hash`` (of the shard's inputs as a whole) and
-``inputs`` (image id -> hash of that image's input). ``inputs`` lets a shard
-that gained images keep the rows of the images it already had
-(:func:`reusable_rows`): adding 10 images computes maps for those 10 only.
+``inputs`` (image id -> hash of that image's input), and ``failed`` (image id
+-> uri, reason and file stamp of the images the stage could not compute,
+``wsss_core/stages/image_failures.py``). ``inputs`` lets a shard that gained
+images keep the rows of the images it already had (:func:`reusable_rows`):
+adding 10 images computes maps for those 10 only.
 
 Compactness: CAMs are smooth, so they may be stored at a ``stride`` (the mean
 of each ``stride x stride`` block); :func:`read_cam_shard` interpolates them
@@ -138,12 +140,14 @@ def write_cam_shard(
     inputs: dict[str, str] | None = None,
     reused: pa.Table | None = None,
     stage: str = "cam",
+    failed: dict[str, dict[str, str]] | None = None,
 ) -> None:
     """Write a shard's CAMs as float16, at ``stride`` (1: full resolution).
 
     ``inputs``: image id -> input hash, in shard order; ``reused``: rows kept
     from the previous file (see :func:`reusable_rows`), merged in that order.
     ``stage``: ``cam``, or another stage of per-class maps (``affinity``).
+    ``failed``: image id -> why the stage could not compute it (no row).
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -163,7 +167,7 @@ def write_cam_shard(
         },
         schema=CAM_SCHEMA,
     )
-    metadata = _metadata(stage, {"cams": "float16"}, lineage, inputs)
+    metadata = _metadata(stage, {"cams": "float16"}, lineage, inputs, failed)
     metadata["stride"] = stride
     table = _merge(table, reused, inputs)
     write_table(path, table, metadata, row_group_size=ROW_GROUP_SIZE)
@@ -210,8 +214,9 @@ def write_label_shard(
     lineage: Lineage,
     inputs: dict[str, str] | None = None,
     reused: pa.Table | None = None,
+    failed: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Write a shard's label maps; ``inputs`` and ``reused`` as in :func:`write_cam_shard`."""
+    """Write a shard's label maps; the other arguments as in :func:`write_cam_shard`."""
     table = pa.Table.from_pydict(
         {
             "image_id": [r.image_id for r in records],
@@ -228,7 +233,7 @@ def write_label_shard(
         schema=LABEL_SCHEMA,
     )
     dtypes = {"labels": "uint8", "confidence": "float16"}
-    metadata = _metadata(stage, dtypes, lineage, inputs)
+    metadata = _metadata(stage, dtypes, lineage, inputs, failed)
     write_table(path, _merge(table, reused, inputs), metadata, row_group_size=ROW_GROUP_SIZE)
 
 
@@ -255,7 +260,11 @@ def reusable_ids(path: Path, lineage: Lineage, inputs: dict[str, str]) -> list[s
 
 def reusable_rows(path: Path, lineage: Lineage, inputs: dict[str, str]) -> pa.Table | None:
     """The rows :func:`reusable_ids` names, or None when there are none."""
-    keep = reusable_ids(path, lineage, inputs)
+    return rows_of(path, reusable_ids(path, lineage, inputs))
+
+
+def rows_of(path: Path, keep: Sequence[str]) -> pa.Table | None:
+    """The rows of ``keep``'s images, or None when ``keep`` is empty."""
     if not keep:
         return None
     table = pq.read_table(path)
@@ -319,8 +328,29 @@ def read_lineage(path: Path) -> Lineage | None:
         return None
 
 
+def stored_image_ids(path: Path) -> set[str]:
+    """The images a shard has rows for (one column read; empty when there is no file)."""
+    if not path.exists():
+        return set()
+    return set(pq.read_table(path, columns=["image_id"])["image_id"].to_pylist())
+
+
+def read_failed(path: Path) -> dict[str, dict[str, str]]:
+    """The shard's ``failed`` metadata: image id -> reason, uri and file stamp."""
+    if not path.exists():
+        return {}
+    try:
+        return dict(read_metadata(path).get("failed") or {})
+    except (ValueError, OSError):
+        return {}
+
+
 def _metadata(
-    stage: str, dtypes: dict[str, str], lineage: Lineage, inputs: dict[str, str] | None
+    stage: str,
+    dtypes: dict[str, str],
+    lineage: Lineage,
+    inputs: dict[str, str] | None,
+    failed: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     return {
         "schema_version": MAPS_SCHEMA_VERSION,
@@ -328,4 +358,5 @@ def _metadata(
         "dtype": dtypes,
         **lineage.as_dict(),
         "inputs": dict(inputs or {}),
+        "failed": dict(failed or {}),
     }
