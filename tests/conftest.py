@@ -9,7 +9,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,18 @@ for _key, _value in {
 def fiftyone_database_dir() -> Path:
     """The one FiftyOne database this test process may use."""
     return Path(os.environ["FIFTYONE_DATABASE_DIR"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Gives a TCP port free now: two suites running at once must not serve Apps on one port."""
+    return _free_port
 
 
 @pytest.fixture(scope="session")

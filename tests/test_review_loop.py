@@ -192,7 +192,7 @@ def test_export_only_approved_and_never_rejected(reviewed, tmp_path):
     assert len(exported) == len(read_manifest(workspace)) - 1
 
 
-def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
+def test_app_shows_the_samples_with_masks(reviewed, tmp_path, free_port):
     """A real browser opens the App: the dataset, its samples and mask fields are on the page."""
     import shutil
     import subprocess
@@ -207,7 +207,7 @@ def test_app_shows_the_samples_with_masks(reviewed, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("chromium missing: `make test` installs it (apt-get install chromium)")
         pytest.skip("chromium not installed (make test installs it)")
-    config = load_config(reviewed["config"]).review.model_copy(update={"port": 5171})
+    config = load_config(reviewed["config"]).review.model_copy(update={"port": free_port()})
     session = start_app(reviewed["workspace"], config)
     try:
         url = app_url(reviewed["workspace"], config)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 from wsss_core.config import ReviewConfig
 from wsss_core.data.images import voc_palette
 from wsss_core.data.manifest import read_manifest
+from wsss_core.review.fiftyone_database import serve_database_dir
 from wsss_core.review.review_files import (
     FLAGS,
     MASK_RECOVERED,
@@ -72,7 +74,10 @@ def configure_database(workspace: Workspace, config: ReviewConfig) -> str | None
     """Point FiftyOne at the workspace's database (or the configured one) before import.
 
     An external database is checked first (:func:`check_database`), so a
-    database that is down fails in seconds, before FiftyOne is imported.
+    database that is down fails in seconds, before FiftyOne is imported. A
+    database folder gets the mongod serving that folder, started if none runs
+    (:mod:`wsss_core.review.fiftyone_database`): FiftyOne alone would join any
+    running mongod, whatever its folder.
     """
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
@@ -85,6 +90,7 @@ def configure_database(workspace: Workspace, config: ReviewConfig) -> str | None
     database_dir.mkdir(parents=True, exist_ok=True)
     os.environ["FIFTYONE_DATABASE_DIR"] = str(database_dir)
     _check_not_reconfigured(str(database_dir))
+    serve_database_dir(database_dir)  # its own mongod, not another workspace's
     return str(database_dir)
 
 
@@ -389,8 +395,22 @@ def app_command(workspace: Workspace) -> str:
     return f"wsss review --workspace {workspace.root}"
 
 
+def _check_port_free(address: str, port: int) -> None:
+    """FiftyOne would silently join an App already on the port, and show its database."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as error:
+            raise OSError(
+                f"port {port} on {address} is in use ({error.strerror}), maybe by another "
+                "workspace's App: set review.port (wsss review --port)"
+            ) from None
+
+
 def start_app(workspace: Workspace, config: ReviewConfig, address: str = "127.0.0.1") -> Any:
     """Serve the App for the workspace's dataset in the background; returns the session."""
+    _check_port_free(address, config.port)
     configure_database(workspace, config)
     import fiftyone as fo
 

@@ -1,9 +1,10 @@
 """An existing FiftyOne dataset as a source: ``wsss ingest fiftyone DATASET``.
 
-The only module outside ``fiftyone_adapter`` that touches FiftyOne; it imports
-it lazily, after :func:`~wsss_core.review.fiftyone_adapter.configure_database`
-has pointed it at the right database (``review.database_dir`` /
-``review.database_uri``; default ``<workspace>/fiftyone-db``).
+Besides ``fiftyone_adapter`` and ``fiftyone_database``, the only module that
+touches FiftyOne; it imports it lazily, after
+:func:`~wsss_core.review.fiftyone_adapter.configure_database` has pointed it
+at the right database (``review.database_dir`` / ``review.database_uri``;
+default ``<workspace>/fiftyone-db``).
 
 * image: the sample's ``filepath``; id: its file stem (duplicates quarantined);
 * labels: a ``Classifications`` (or ``Classification``) field, ``labels_field``;
