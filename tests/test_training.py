@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,12 +11,15 @@ import numpy as np
 import pytest
 import torch
 from folder_ingest import ingest_folder
+from PIL import Image
 
 from wsss_core.config import PipelineConfig, TrainConfig
 from wsss_core.data.demo import generate_demo_dataset
+from wsss_core.data.images import is_decode_error, load_rgb
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
 from wsss_core.metrics import mean_average_precision
-from wsss_core.model.checkpoint import TrainingPaths, load_checkpoint
+from wsss_core.model.checkpoint import TrainingPaths, load_checkpoint, load_training_state
+from wsss_core.model.dataset import UnreadableImage, load_training_image, unreadable_images
 from wsss_core.model.history import read_history
 from wsss_core.model.reuse import train_or_reuse
 from wsss_core.model.sizing import resolve_train_config
@@ -210,3 +215,69 @@ def test_train_or_reuse_resumes_an_interrupted_run_then_reuses_it(tiny_workspace
     np.testing.assert_equal(third.per_class_ap, second.per_class_ap)  # NaN where no positive
     with pytest.raises(ValueError, match="exclude each other"):
         train_or_reuse(tiny_workspace, config, log=quiet, force=True, resume=True)
+
+
+def _truncate_to_half_a_jpeg(path: str) -> None:
+    """What a copy cut short leaves: the image as JPEG, its second half missing."""
+    buffer = io.BytesIO()
+    Image.fromarray(load_rgb(path)).save(buffer, format="JPEG", quality=90)
+    Path(path).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def test_an_unreadable_image_is_left_out_of_training_with_one_warning(tmp_path: Path):
+    workspace = _demo_workspace(tmp_path, num_images=16, image_size=48, seed=3)
+    manifest = read_manifest(workspace)
+    truncated = next(r for r in manifest.records if r.split == "train" and r.labels)
+    deleted = next(r for r in manifest.records if r.split == "val" and r.labels)
+    _truncate_to_half_a_jpeg(truncated.uri)
+    Path(deleted.uri).unlink()
+    config = TINY.model_copy(update={"epochs": 2})
+
+    messages: list[str] = []
+    result = train_classifier(manifest, config, tmp_path / "m", device="cpu", log=messages.append)
+
+    assert result.completed and len(result.history) == 2
+    warnings = [m for m in messages if "unreadable image" in m]
+    assert len(warnings) == 2  # once per image, not once per epoch
+    assert sum(truncated.uri in m and "truncated" in m for m in warnings) == 1
+    assert sum(deleted.uri in m for m in warnings) == 1
+    skipped = {truncated.image_id, deleted.image_id}
+    assert set(result.skipped_images) == skipped
+    assert set(load_checkpoint(tmp_path / "m" / "classifier.pt").metrics["skipped_images"]) == (
+        skipped
+    )
+    assert set(load_training_state(tmp_path / "m" / "last.pt")["skipped_images"]) == skipped
+
+    # Left out exactly as if the manifest had not listed them: same weights, same scores.
+    without = replace(
+        manifest, records=tuple(r for r in manifest.records if r.image_id not in skipped)
+    )
+    clean = train_classifier(without, config, tmp_path / "clean", device="cpu", log=quiet)
+    assert clean.skipped_images == {}
+    _assert_same_weights(tmp_path / "m" / "classifier.pt", tmp_path / "clean" / "classifier.pt")
+    assert [m.val_map for m in clean.history] == [m.val_map for m in result.history]
+
+
+def test_only_the_files_errors_count_as_unreadable(tiny_manifest: Manifest, tmp_path: Path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not the rest of a JPEG")
+    with pytest.raises(UnreadableImage, match=str(broken)):
+        load_training_image(str(broken))
+    # The machine's errors and the code's are not the image's: they stop training.
+    assert not is_decode_error(MemoryError())
+    assert not is_decode_error(OSError(errno.EMFILE, "Too many open files"))
+    assert is_decode_error(FileNotFoundError(errno.ENOENT, "No such file"))
+    bug = replace(tiny_manifest.records[0], uri=None)  # not a path: Pillow fails, not the file
+    with pytest.raises(AttributeError):
+        unreadable_images([bug])
+
+
+def test_no_readable_training_image_is_a_clear_error(tiny_manifest: Manifest, tmp_path: Path):
+    gone = replace(
+        tiny_manifest,
+        records=tuple(
+            replace(r, uri=str(tmp_path / f"{r.image_id}.png")) for r in tiny_manifest.records
+        ),
+    )
+    with pytest.raises(ValueError, match=r"none of the \d+ labelled train images can be read"):
+        train_classifier(gone, TINY, tmp_path, device="cpu", log=quiet)

@@ -8,6 +8,7 @@ every stage.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,11 @@ ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
 }
 EXIF_ORIENTATION_TAG = 0x0112
 _WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# What reading an image raises when the file is at fault: missing, truncated, corrupt, not an
+# image, a decompression bomb. Ingest quarantines such files; training leaves them out.
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# OSErrors that are the machine's, whatever the file: out of memory, too many open files.
+_MACHINE_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -60,6 +66,13 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         # a network would see had the alpha channel simply been dropped.
         image = image.convert("RGBA")
     return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def is_decode_error(error: BaseException) -> bool:
+    """True when ``error``, raised reading an image, is the file's fault (not the machine's)."""
+    if isinstance(error, OSError) and error.errno in _MACHINE_ERRNOS:
+        return False
+    return isinstance(error, IMAGE_DECODE_ERRORS)
 
 
 def load_rgb(path: Path | str) -> np.ndarray:

@@ -41,9 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from wsss_core.data.images import exif_orientation, orient, save_label_map, voc_palette
+from wsss_core.data.images import (
+    IMAGE_DECODE_ERRORS,
+    exif_orientation,
+    orient,
+    save_label_map,
+    voc_palette,
+)
 from wsss_core.data.manifest import file_sha256
 
 INVALID_ID = "invalid id"
@@ -67,7 +73,6 @@ CONVERTED_MODES = frozenset(
     {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LA", "La", "PA", "LAB",
      "HSV", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 )  # fmt: skip
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 
 
 class Rejected(Exception):
@@ -153,7 +158,7 @@ def inspect_image(
                         image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise Rejected(IMAGE_TOO_LARGE, f"{path}: {error}") from error
-    except _DECODE_ERRORS as error:
+    except IMAGE_DECODE_ERRORS as error:
         raise Rejected(UNREADABLE_IMAGE, f"{path}: cannot decode ({error})") from error
     oriented = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     return ImageInfo(oriented[0], oriented[1], (width, height), orientation, mode, digest)
@@ -167,7 +172,7 @@ def _read_mask_file(path: Path) -> Image.Image:
             image.load()
             own = exif_orientation(image)
             image = orient(image, own)  # a mask's own EXIF, as load_label_map does
-    except _DECODE_ERRORS as error:
+    except IMAGE_DECODE_ERRORS as error:
         raise Rejected(UNREADABLE_GT, f"{path}: cannot decode ({error})") from error
     if image.mode not in ("L", "P"):
         raise Rejected(

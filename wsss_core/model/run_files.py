@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class RunState:
     history: list[EpochMetrics]
     best_epoch: int = 0
     best_map: float = -math.inf
+    # image id -> its file and why it was left out (unreadable), over every call of the run
+    skipped_images: dict[str, str] = field(default_factory=dict)
 
 
 def requested_config(config: TrainConfig) -> dict[str, Any]:
@@ -106,6 +108,7 @@ def save_training_state(
             "history": [metrics.as_dict() for metrics in run.history],
             "best_epoch": run.best_epoch,
             "best_map": run.best_map,
+            "skipped_images": dict(run.skipped_images),
         },
         path,
     )
@@ -120,6 +123,8 @@ def restore_run(run: RunState, state: dict[str, Any]) -> None:
     run.history = [EpochMetrics.from_dict(row) for row in state["history"]]
     run.best_epoch = int(state["best_epoch"])
     run.best_map = float(state["best_map"])
+    # Every image any call of the run left out; states of older versions have no such key.
+    run.skipped_images = {**state.get("skipped_images", {}), **run.skipped_images}
 
 
 def best_metrics(run: RunState, config: TrainConfig, complete: bool) -> dict[str, Any]:
@@ -133,6 +138,7 @@ def best_metrics(run: RunState, config: TrainConfig, complete: bool) -> dict[str
         "epochs": config.epochs,
         "epochs_done": len(run.history),
         "complete": complete,
+        "skipped_images": dict(run.skipped_images),
     }
 
 

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class TrainingResult:
     config: TrainConfig  # image_size and epochs resolved
     completed: bool  # False when stopped early (stop_after_epoch)
     resumed_from: int = 0  # epochs already done before this call
+    # image id -> its file and why: unreadable, left out (run_files.RunState.skipped_images)
+    skipped_images: dict[str, str] = field(default_factory=dict)
 
     @property
     def epochs_run(self) -> int:
@@ -196,7 +198,8 @@ def train_classifier(
     """
     paths = TrainingPaths.in_dir(models_dir)
     lineage = dict(lineage or {})
-    train_records, val_records = training_records(manifest, log)
+    rows = training_records(manifest, log)
+    train_records, val_records = rows.train, rows.val
     num_classes = len(manifest.class_names)
     torch_device = resolve_device(device)
     use_amp = config.amp and torch_device.type == "cuda"
@@ -235,6 +238,7 @@ def train_classifier(
     run = build_run(
         config, num_classes, len(train_loader), torch_device, use_amp, log, state is None
     )
+    run.skipped_images = dict(rows.skipped)
     if state is not None:
         run_files.restore_run(run, state)
         log(f"resuming after epoch {len(run.history)}/{config.epochs} from {paths.last}")
@@ -302,4 +306,5 @@ def _result(
         config=config,
         completed=completed,
         resumed_from=resumed_from,
+        skipped_images=dict(run.skipped_images),
     )
