@@ -39,6 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from wsss_core.store.parquet_io import read_metadata, read_table, write_table
+from wsss_core.store.update_lock import exclusive_update
 from wsss_core.store.workspace import Workspace
 
 MANIFEST_SCHEMA_VERSION = 2
@@ -210,7 +211,8 @@ def write_manifest(
         "source": source,
         "content_hash": content_hash,
     }
-    write_table(workspace.manifest_path, table, metadata)
+    with exclusive_update(workspace.manifest_path):  # not inside another's read-modify-write
+        write_table(workspace.manifest_path, table, metadata)
     rows = tuple(records)
     usable = tuple(record for record in rows if record.usable)
     return Manifest(tuple(class_names), usable, dict(source), content_hash, rows)

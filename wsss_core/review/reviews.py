@@ -21,6 +21,11 @@ reviewed_at timestamp[us, UTC] when the sync saw the change
 An approval freezes the mask: it is copied to ``approved/<image_id>.png`` and
 from then on publishing and export use that copy, whatever later runs compute,
 until a reviewer removes the ``approved`` tag.
+
+Appending rewrites the table from what was read, so every update holds its
+``store/update_lock`` (and the manifest's, to write label corrections): two
+processes recording at once never lose a row, whether or not a flow holds the
+workspace lock.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from wsss_core.data.manifest import (
 )
 from wsss_core.store.atomic import write_bytes_atomic
 from wsss_core.store.parquet_io import read_table, write_table
+from wsss_core.store.update_lock import exclusive_update
 from wsss_core.store.workspace import Workspace
 
 REVIEWS_SCHEMA_VERSION = 1
@@ -108,8 +114,12 @@ def publish_mask_copy(workspace: Workspace, image_id: str) -> Path:
     return target
 
 
+def reviews_path(workspace: Workspace) -> Path:
+    return workspace.root / "reviews.parquet"
+
+
 def read_reviews(workspace: Workspace) -> list[ReviewEvent]:
-    path = workspace.root / "reviews.parquet"
+    path = reviews_path(workspace)
     if not path.exists():
         return []
     return [
@@ -133,20 +143,20 @@ def latest_reviews(workspace: Workspace) -> dict[str, ReviewEvent]:
 
 
 def _append(workspace: Workspace, events: Sequence[ReviewEvent]) -> None:
-    rows = [
-        {
-            "image_id": e.image_id,
-            "status": e.status,
-            "labels": None if e.labels is None else list(e.labels),
-            "mask_sha256": e.mask_sha256,
-            "reviewed_at": e.reviewed_at,
-        }
-        for e in [*read_reviews(workspace), *events]
-    ]
-    table = pa.Table.from_pylist(rows, schema=REVIEWS_SCHEMA)
-    write_table(
-        workspace.root / "reviews.parquet", table, {"schema_version": REVIEWS_SCHEMA_VERSION}
-    )
+    path = reviews_path(workspace)
+    with exclusive_update(path):
+        rows = [
+            {
+                "image_id": e.image_id,
+                "status": e.status,
+                "labels": None if e.labels is None else list(e.labels),
+                "mask_sha256": e.mask_sha256,
+                "reviewed_at": e.reviewed_at,
+            }
+            for e in [*read_reviews(workspace), *events]
+        ]
+        table = pa.Table.from_pylist(rows, schema=REVIEWS_SCHEMA)
+        write_table(path, table, {"schema_version": REVIEWS_SCHEMA_VERSION})
 
 
 def _freeze_mask(workspace: Workspace, image_id: str) -> str | None:
@@ -175,8 +185,16 @@ def record_reviews(
 
     Newly approved masks are frozen; label corrections (labels that differ from
     the manifest's) are recorded and written into the manifest for the next run.
+    The comparison with the record and the append are one update: a second
+    process recording the same change at once finds it recorded.
     """
-    now = now or datetime.now(UTC)
+    with exclusive_update(reviews_path(workspace)):
+        return _record_reviews(workspace, observed, now or datetime.now(UTC))
+
+
+def _record_reviews(
+    workspace: Workspace, observed: Mapping[str, ObservedReview], now: datetime
+) -> SyncSummary:
     manifest = read_manifest(workspace)
     records = manifest.by_id()
     latest = latest_reviews(workspace)
@@ -221,6 +239,13 @@ def apply_label_corrections(workspace: Workspace) -> int:
     Called after each sync and after each ingest, so a re-ingest that reads the
     source's original labels never undoes a reviewer's correction.
     """
+    # The reviews are read inside the manifest's update: an apply that read them
+    # earlier cannot write over one that saw a newer correction.
+    with exclusive_update(workspace.manifest_path):
+        return _apply_label_corrections(workspace)
+
+
+def _apply_label_corrections(workspace: Workspace) -> int:
     corrections = {
         image_id: event.labels
         for image_id, event in latest_reviews(workspace).items()
