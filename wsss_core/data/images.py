@@ -32,8 +32,11 @@ _WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # What reading an image raises when the file is at fault: missing, truncated, corrupt, not an
 # image, a decompression bomb. Ingest quarantines such files; training leaves them out.
 IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
-# OSErrors that are the machine's, whatever the file: out of memory, too many open files.
-_MACHINE_ERRNOS = frozenset({errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+# OSErrors that are the machine's, whatever the file: out of memory, too many open
+# files, a full, over-quota or read-only disk.
+MACHINE_ERRNOS = frozenset(
+    {errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+)
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -70,7 +73,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 def is_decode_error(error: BaseException) -> bool:
     """True when ``error``, raised reading an image, is the file's fault (not the machine's)."""
-    if isinstance(error, OSError) and error.errno in _MACHINE_ERRNOS:
+    if isinstance(error, OSError) and error.errno in MACHINE_ERRNOS:
         return False
     return isinstance(error, IMAGE_DECODE_ERRORS)
 

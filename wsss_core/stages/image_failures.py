@@ -19,7 +19,6 @@ its shard. The next run retries the image only when its settings, its input
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from wsss_core.data.images import load_rgb
+from wsss_core.data.images import MACHINE_ERRNOS, is_decode_error, load_rgb
 from wsss_core.data.manifest import (
     ImageRecord,
     QuarantinedItem,
@@ -40,10 +39,6 @@ from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
 
 T = TypeVar("T")
 
-# OSError numbers that say the machine is in trouble, not the image.
-_MACHINE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
-)
 # Compute failures on this many images before any image succeeded fail the shard.
 BUG_PROBE = 2
 
@@ -83,7 +78,7 @@ def is_machine_error(error: BaseException) -> bool:
     """True for errors of the machine (memory, disk), which no image causes alone."""
     if isinstance(error, MemoryError):
         return True
-    if isinstance(error, OSError) and error.errno in _MACHINE_ERRNOS:
+    if isinstance(error, OSError) and error.errno in MACHINE_ERRNOS:
         return True
     # torch.OutOfMemoryError (CUDA, MPS) is a RuntimeError naming it.
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
@@ -94,7 +89,7 @@ def read_image(record: ImageRecord) -> np.ndarray:
     try:
         return load_rgb(record.uri)
     except Exception as error:
-        if is_machine_error(error):
+        if not is_decode_error(error):
             raise
         raise ImageReadError(f"{record.uri}: {type(error).__name__}: {error}") from error
 
