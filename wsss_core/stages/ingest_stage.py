@@ -33,6 +33,7 @@ from wsss_core.data.merge import merge_rows, remap_labels
 from wsss_core.data.scan_checks import check_scan, resolve_class_names
 from wsss_core.data.sources import SOURCE_KINDS, IngestOptions, IngestSummary, SourceScan
 from wsss_core.review.reviews import apply_label_corrections
+from wsss_core.store.update_lock import exclusive_update
 from wsss_core.store.workspace import Workspace
 
 
@@ -160,31 +161,36 @@ def ingest_scan(
     came here (see the module docstring).
     """
     options = options or IngestOptions()
-    previous = _previous_manifest(workspace, scan, options.replace)
-    class_names = resolve_class_names(scan, previous)
-    previous_rows = list(previous.all_rows) if previous else []
-    if previous and tuple(previous.class_names) != tuple(class_names):
-        class_index = {name: index for index, name in enumerate(class_names)}
-        previous_rows = [remap_labels(r, previous.class_names, class_index) for r in previous_rows]
-    checked = check_scan(
-        scan,
-        class_names,
-        {record.image_id: record for record in previous_rows},
-        workspace,
-        options.max_pixels,
-        options.workers,
-    )
-    quarantine = checked.quarantine
-    merged = merge_rows(
-        previous_rows, checked.records, {q.image_id for q in quarantine}, scan.covered_splits
-    )
-    source = {"kind": scan.kind, "root": scan.root, "classes": scan.class_list, **scan.info}
-    manifest = write_manifest(workspace, merged.rows, class_names, source)
-    write_quarantine(workspace, quarantine)
-    # Masks go only after the manifest: the other way round, a kill in between
-    # left the old manifest, whose crf shards still look current, so no run
-    # would ever write the deleted masks again.
-    _remove_outdated_masks(workspace, merged.stale_ids, manifest)
+    # Read to write under the manifest's lock: a concurrent writer's rows are not lost.
+    with exclusive_update(workspace.manifest_path):
+        previous = _previous_manifest(workspace, scan, options.replace)
+        class_names = resolve_class_names(scan, previous)
+        previous_rows = list(previous.all_rows) if previous else []
+        if previous and tuple(previous.class_names) != tuple(class_names):
+            class_index = {name: index for index, name in enumerate(class_names)}
+            previous_rows = [
+                remap_labels(r, previous.class_names, class_index) for r in previous_rows
+            ]
+        checked = check_scan(
+            scan,
+            class_names,
+            {record.image_id: record for record in previous_rows},
+            workspace,
+            options.max_pixels,
+            options.workers,
+        )
+        quarantine = checked.quarantine
+        merged = merge_rows(
+            previous_rows, checked.records, {q.image_id for q in quarantine}, scan.covered_splits
+        )
+        source = {"kind": scan.kind, "root": scan.root, "classes": scan.class_list, **scan.info}
+        manifest = write_manifest(workspace, merged.rows, class_names, source)
+        write_quarantine(workspace, quarantine)
+        # Masks go only after the manifest: the other way round, a kill in between
+        # left the old manifest, whose crf shards still look current, so no run
+        # would ever write the deleted masks again.
+        _remove_outdated_masks(workspace, merged.stale_ids, manifest)
+    # After the lock: corrections recorded meanwhile are applied again here.
     kept_fixes = apply_label_corrections(workspace)
     if kept_fixes:
         manifest = read_manifest(workspace)  # the class counts below with the fixed labels
