@@ -365,10 +365,11 @@ def describe_validation_error(error: ValidationError) -> str:
     The message names the bound (``Input should be greater than 0``); a check
     across fields (a section's validator) is named by its section.
     """
-    return "; ".join(_describe_error_item(item) for item in error.errors())
+    return "; ".join(describe_error_item(item) for item in error.errors())
 
 
-def _describe_error_item(item: Any) -> str:
+def describe_error_item(item: Any) -> str:
+    """One pydantic error as ``section.field: message (got value)``."""
     key = ".".join(str(part) for part in item["loc"]) or "config"
     message = item["msg"].removeprefix("Value error, ")
     value = item.get("input")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import textwrap
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -22,18 +23,22 @@ LINE_LENGTH = 100
 INDENT = "  "
 
 
-def commented_yaml(config: PipelineConfig) -> str:
+def commented_yaml(config: PipelineConfig, sources: Mapping[str, str] | None = None) -> str:
     """``config`` as YAML with section docstrings and field descriptions as comments.
 
     ``PipelineConfig.model_validate(yaml.safe_load(text))`` gives back ``config``.
-    Fields that differ from their default say so in their comment.
+    Fields that differ from their default say so in their comment. ``sources``
+    (dotted key -> ``default``, ``saved``, ``file``, ...) starts each field's
+    comment with where its value came from, in brackets.
     """
     lines = _comment(_first_paragraph(type(config)), "")
-    lines += _model_lines(config, "")
+    lines += _model_lines(config, "", "", sources or {})
     return "\n".join(lines) + "\n"
 
 
-def _model_lines(model: BaseModel, indent: str) -> list[str]:
+def _model_lines(
+    model: BaseModel, indent: str, prefix: str, sources: Mapping[str, str]
+) -> list[str]:
     lines: list[str] = []
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
@@ -41,9 +46,11 @@ def _model_lines(model: BaseModel, indent: str) -> list[str]:
             lines.append("")  # sections stand apart
             lines += _comment(_first_paragraph(type(value)), indent)
             lines.append(f"{indent}{name}:")
-            lines += _model_lines(value, indent + INDENT)
+            lines += _model_lines(value, indent + INDENT, f"{prefix}{name}.", sources)
             continue
-        notes = [field.description] if field.description else []
+        source = sources.get(prefix + name)
+        notes = [f"[{source}]"] if source else []
+        notes += [field.description] if field.description else []
         default = field.get_default(call_default_factory=True)
         if value != default:
             notes.append(f"(default: {_scalar(default)})")
