@@ -7,7 +7,17 @@ class in ``COMMANDS`` (the order of `wsss --help`).
 
 from __future__ import annotations
 
-from wsss_cli.commands import compare, config, export, ingest, pipeline, review, status, train
+from wsss_cli.commands import (
+    compare,
+    config,
+    export,
+    ingest,
+    pipeline,
+    review,
+    status,
+    train,
+    tune,
+)
 
 COMMANDS = (
     pipeline.Demo,
@@ -17,6 +27,7 @@ COMMANDS = (
     pipeline.Label,
     pipeline.Eval,
     compare.Compare,
+    tune.Tune,
     status.Status,
     review.Review,
     export.Export,

@@ -19,6 +19,7 @@ from wsss_core.stages.image_failures import ImageFailure
 from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
+from wsss_core.tuning.quality import QualityEstimate, estimate_quality, save_quality
 
 LABEL_STAGES = ("seeds", "grown", "crf")
 
@@ -108,7 +109,12 @@ def _table_cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
 
-def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path]) -> str:
+def _markdown(
+    workspace: Workspace,
+    summary: RunSummary,
+    figures: dict[str, Path],
+    quality: QualityEstimate | None = None,
+) -> str:
     manifest = read_manifest(workspace)
     quarantine = Counter(item.reason.split(":", 1)[0] for item in read_quarantine(workspace))
     lines = [
@@ -176,6 +182,8 @@ def _markdown(workspace: Workspace, summary: RunSummary, figures: dict[str, Path
             f"| {s.stage} | {s.miou:.4f} | {s.pixel_accuracy:.4f} | {s.coverage:.4f} |"
             for s in summary.evaluation.scores
         ]
+    if quality is not None:
+        lines += ["", "## Quality of the masks without a true mask", "", *quality.lines()]
     if quarantine:
         lines += ["", "## Quarantined", "", "| reason | images |", "| --- | ---: |"]
         lines += [f"| {reason} | {count} |" for reason, count in sorted(quarantine.items())]
@@ -212,7 +220,11 @@ def write_run_report(
             {s.stage: s.iou_per_label for s in evaluation.scores},
             directory / "iou_per_class.png",
         )
-    markdown = _markdown(workspace, summary, figures)
+    quality = None
+    if summary.model_hash:
+        quality = estimate_quality(workspace, config, summary.model_hash)
+        save_quality(workspace, quality)
+    markdown = _markdown(workspace, summary, figures, quality)
     path = directory / "report.md"
     write_text_atomic(path, markdown)
     return RunReport(directory, markdown, figures)

@@ -112,7 +112,7 @@ def compare_configs(
                 )
             say(f"{name}: maps from the classifier {classifiers[train_hash]}")
             view = layout.view(key, config, classifiers[train_hash])
-            computed, costs = _compute_maps(view, config, show_progress)
+            computed, costs = compute_maps(view, config, show_progress)
             tallies = score_maps(view, config, manifest)
             config_rows = [
                 _row(name, stage, tallies[stage], costs[stage], view, layout)
@@ -123,7 +123,7 @@ def compare_configs(
     return Comparison(workspace.root, layout.root, len(manifest.records), tuple(rows))
 
 
-def _compute_maps(
+def compute_maps(
     view: ComparisonWorkspace, config: PipelineConfig, show_progress: bool
 ) -> tuple[dict[str, int], dict[str, list[ShardCost]]]:
     """Run every map stage over every shard; (shards computed, known costs) per stage."""

@@ -30,6 +30,7 @@ from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, 
 from wsss_core.stages.image_failures import ImageFailure, failed_image_lines, stored_failures
 from wsss_core.store.maps import reusable_ids
 from wsss_core.store.workspace import Workspace
+from wsss_core.tuning.quality import QualityEstimate, saved_quality
 
 ShardState = Literal["done", "stale", "missing"]
 
@@ -116,6 +117,7 @@ class WorkspaceStatus:
     model: ModelStatus
     stages: tuple[StageStatus, ...]
     affinity_head: str | None = None  # a line on the affinity head, with that stage on
+    quality: QualityEstimate | None = None  # the last run's estimate, while it holds
 
     def stage(self, name: str) -> StageStatus:
         return next(stage for stage in self.stages if stage.stage == name)
@@ -153,6 +155,10 @@ class WorkspaceStatus:
             out.append(self.affinity_head)
         out += self.table()
         out += failed_image_lines([f for stage in self.stages for f in stage.failed], limit=10)
+        if self.quality is not None:
+            out += self.quality.lines()
+        else:
+            out.append("quality of the masks: estimated by the next run's report")
         if shards:
             out += [f"{s.stage} pending shards: {_ranges(s.pending_shards)}" for s in self.stages]
         return out
@@ -168,7 +174,9 @@ def workspace_status(workspace: Workspace, config: PipelineConfig) -> WorkspaceS
         for stage in map_stages(config)
     )
     head = affinity_head_status(workspace, config, model.file_hash)
-    return WorkspaceStatus(workspace.root, image_counts(workspace, manifest), model, stages, head)
+    quality = saved_quality(workspace, config, model.file_hash)
+    counts = image_counts(workspace, manifest)
+    return WorkspaceStatus(workspace.root, counts, model, stages, head, quality)
 
 
 def affinity_head_status(

@@ -10,7 +10,7 @@ kept); ``from_defaults`` layers the file over the defaults alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,12 +63,23 @@ def flow_config(
     return config
 
 
-def save_workspace_config(workspace: Workspace, config: PipelineConfig, purpose: str) -> None:
-    """Record the config a run uses (call while holding the workspace lock)."""
+def save_workspace_config(
+    workspace: Workspace,
+    config: PipelineConfig,
+    purpose: str,
+    notes: Sequence[str] = (),
+    sources: Mapping[str, str] | None = None,
+) -> None:
+    """Record the config a run uses (call while holding the workspace lock).
+
+    ``notes``: more comment lines for the header; ``sources``: dotted key ->
+    where its value came from, shown in its comment (see ``commented_yaml``).
+    """
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     header = (
         f"# The configuration of this workspace's last {purpose} ({stamp}).\n"
         "# wsss commands without --config use it; edit it, or pass --config, to change it.\n"
     )
-    text = header + commented_yaml(config)
+    header += "".join(f"# {note}\n" for note in notes)
+    text = header + commented_yaml(config, sources)
     write_text_atomic(workspace.config_path, text)

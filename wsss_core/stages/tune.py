@@ -1,0 +1,257 @@
+"""`wsss tune`: settings chosen on the workspace's own true masks, checked on held-out ones.
+
+1. The true masks (ground truth, then approved masks: ``tuning/truth.py``) are
+   split by class, seeded, into a tuning part and a held-out part
+   (``tuning/split.py``); too few are refused.
+2. The search (:func:`search_settings`) runs the grids of ``tuning/space.py``
+   one after another over the tuning images only, each candidate's maps
+   computed as `wsss compare` computes them, under ``WS/tune/`` (a stage's
+   maps are shared by every candidate that agrees on its sections, and kept
+   across calls). A candidate replaces the best so far only when it gains at
+   least :data:`MIN_GAIN` mIoU on the tuning images. It reads no true mask of
+   a held-out image.
+3. Then, and only then, the default and the tuned settings are scored on the
+   held-out images (:func:`held_out_report`): mIoU with a bootstrap interval,
+   the paired gain and the IoU per class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from wsss_core.config import PipelineConfig
+from wsss_core.data.manifest import read_manifest
+from wsss_core.model.comparison import comparison_classifier
+from wsss_core.stages.common import shard_count
+from wsss_core.stages.compare import compute_maps
+from wsss_core.stages.evaluate_stage import stage_predictions
+from wsss_core.store.atomic import remove_leftover_temp_files
+from wsss_core.store.comparison import ComparisonLayout, write_images_manifest
+from wsss_core.store.lock import workspace_lock
+from wsss_core.store.workspace import Workspace
+from wsss_core.tuning.scores import (
+    Estimate,
+    ImageScores,
+    estimate,
+    mean_iou,
+    paired_gain,
+    score_images,
+)
+from wsss_core.tuning.space import FINAL_STAGE, Grid, get_value, grids_for, with_changes
+from wsss_core.tuning.split import TruthSplit, split_true_masks
+from wsss_core.tuning.truth import TrueMask, describe_sources, true_masks
+
+TUNE_DIR = "tune"
+MIN_GAIN = 0.003  # tuning-set mIoU a change must add: smaller gains are noise on 30 images
+# The held-out check computes the maps of two configs over the held-out images;
+# the search keeps this many times the first candidate's (all-stage) cost for it.
+HELD_OUT_RESERVE = 2.5
+
+
+@dataclass(frozen=True)
+class Trial:
+    grid: str
+    changes: dict[str, Any]  # the grid's values in this trial
+    miou: float  # on the tuning images, of the grid's scored stage
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    start: PipelineConfig
+    tuned: PipelineConfig
+    trials: tuple[Trial, ...]
+    seconds: float
+    finished: bool  # False: the budget ran out before every grid was searched
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """The keys whose tuned value differs from the start, dotted (``crf.bilateral_srgb``)."""
+        keys = dict.fromkeys(key for trial in self.trials for key in trial.changes)
+        return {
+            key: get_value(self.tuned, key)
+            for key in keys
+            if get_value(self.tuned, key) != get_value(self.start, key)
+        }
+
+
+@dataclass(frozen=True)
+class HeldOutReport:
+    default: Estimate  # the start settings (the workspace's), final masks
+    tuned: Estimate
+    gain: Estimate  # tuned - default, paired over the same images
+    label_names: tuple[str, ...]  # background first
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    split: TruthSplit
+    search: SearchResult
+    held_out: HeldOutReport
+    sources: str = ""  # e.g. "60 (60 ground truth)"
+    seconds: float = 0.0
+
+
+def tune_workspace(
+    workspace: Workspace,
+    config: PipelineConfig,
+    budget_seconds: float,
+    seed: int = 0,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    grids: Sequence[Grid] | None = None,
+) -> TuneResult:
+    """Split the true masks, search on one part, report on the other (module docstring)."""
+    say = log or (lambda _: None)
+    started = time.perf_counter()
+    workspace.require_manifest()
+    with workspace_lock(workspace, "tune"):
+        manifest = read_manifest(workspace)
+        masks = true_masks(workspace, manifest)
+        split = split_true_masks(masks, seed)
+        say(
+            f"true masks: {describe_sources(masks)}; tuning on {len(split.tuning)}, "
+            f"holding out {len(split.held_out)} (seed {seed})"
+        )
+        layout = ComparisonLayout(workspace.root / TUNE_DIR)
+        remove_leftover_temp_files(layout.root)
+        classifier = comparison_classifier(workspace, config, layout.models_dir(config), say)
+        reserve_share = len(split.held_out) / max(len(split.tuning), 1)
+        search = search_settings(
+            workspace,
+            layout,
+            classifier,
+            config,
+            split.tuning,
+            budget_seconds,
+            reserve_share,
+            show_progress,
+            say,
+            grids,
+        )
+        held_out = held_out_report(
+            workspace, layout, classifier, config, search.tuned, split.held_out, seed
+        )
+    return TuneResult(
+        split, search, held_out, describe_sources(masks), time.perf_counter() - started
+    )
+
+
+class _Scorer:
+    """Maps of one image set for any config (cached under the layout) and their scores."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        layout: ComparisonLayout,
+        classifier: Path,
+        masks: Sequence[TrueMask],
+    ) -> None:
+        self.layout, self.classifier = layout, classifier
+        self.key, manifest = write_images_manifest(
+            workspace, layout, [mask.image_id for mask in masks]
+        )
+        self.truth = {mask.image_id: mask.path for mask in masks}
+        self.num_labels = len(manifest.class_names) + 1
+        self.label_names = ("background", *manifest.class_names)
+
+    def scores(self, config: PipelineConfig, stage: str) -> ImageScores:
+        view = self.layout.view(self.key, config, self.classifier)
+        compute_maps(view, config, show_progress=False)
+        predictions = (
+            prediction
+            for shard_index in range(shard_count(view, config))
+            for prediction in stage_predictions(view, config, stage, shard_index)
+        )
+        return score_images(predictions, self.truth, self.num_labels)
+
+
+def search_settings(
+    workspace: Workspace,
+    layout: ComparisonLayout,
+    classifier: Path,
+    start: PipelineConfig,
+    tuning: Sequence[TrueMask],
+    budget_seconds: float,
+    reserve_share: float = 1.0,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    grids: Sequence[Grid] | None = None,
+) -> SearchResult:
+    """The grids in order over the tuning images; the best config within the budget.
+
+    ``reserve_share``: held-out images per tuning image, to keep time for the
+    held-out check (see :data:`HELD_OUT_RESERVE`); ``grids``: default
+    ``tuning.space.grids_for(start)``.
+    """
+    say = log or (lambda _: None)
+    started = time.perf_counter()
+    scorer = _Scorer(workspace, layout, classifier, tuning)
+    best = start
+    trials: list[Trial] = []
+    grids = grids_for(start) if grids is None else grids
+    total = sum(len(list(grid.candidates(start))) for grid in grids)
+    bar = tqdm(total=total, desc="tune", unit="setting", disable=not show_progress)
+    deadline = started + budget_seconds
+    finished = True
+    for grid in grids:
+        incumbent: float | None = None
+        for changes in grid.candidates(best):
+            now = time.perf_counter()
+            if now >= deadline:
+                finished = False
+                break
+            candidate = with_changes(best, changes)
+            assert candidate is not None  # Grid.candidates yields valid settings only
+            miou = _miou(scorer.scores(candidate, grid.scored_stage))
+            seconds = time.perf_counter() - now
+            if not trials:  # the first trial computed every stage: the held-out check's cost
+                deadline -= HELD_OUT_RESERVE * reserve_share * seconds
+            trials.append(Trial(grid.name, changes, miou, seconds))
+            bar.update(1)
+            if incumbent is None:  # the grid's first candidate is the current setting
+                incumbent = miou
+            elif miou >= incumbent + MIN_GAIN:
+                best, incumbent = candidate, miou
+                bar.set_postfix_str(f"{grid.name}: {miou:.3f}")
+        if not finished:
+            say(f"budget spent: stopped in '{grid.name}'; the settings found so far are kept")
+            break
+        say(f"{grid.name}: best {incumbent:.4f} ({_describe(grid.keys, best)})")
+    bar.close()
+    return SearchResult(start, best, tuple(trials), time.perf_counter() - started, finished)
+
+
+def held_out_report(
+    workspace: Workspace,
+    layout: ComparisonLayout,
+    classifier: Path,
+    default: PipelineConfig,
+    tuned: PipelineConfig,
+    held_out: Sequence[TrueMask],
+    seed: int = 0,
+) -> HeldOutReport:
+    """Final-mask mIoU of both configs on the held-out images, with intervals."""
+    scorer = _Scorer(workspace, layout, classifier, held_out)
+    default_scores = scorer.scores(default, FINAL_STAGE)
+    tuned_scores = scorer.scores(tuned, FINAL_STAGE)
+    return HeldOutReport(
+        estimate(default_scores, seed),
+        estimate(tuned_scores, seed),
+        paired_gain(tuned_scores, default_scores, seed),
+        scorer.label_names,
+    )
+
+
+def _miou(scores: ImageScores) -> float:
+    return float(mean_iou(scores.matrices.sum(axis=0)))
+
+
+def _describe(keys: Sequence[str], config: PipelineConfig) -> str:
+    return ", ".join(f"{key} {get_value(config, key)}" for key in keys)

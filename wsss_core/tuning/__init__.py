@@ -1,0 +1,1 @@
+"""Settings from the user's own true masks (`wsss tune`) and the quality estimate they give."""
