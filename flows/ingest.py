@@ -9,10 +9,11 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.ingest import ingest_source
+from wsss_core.config import PipelineConfig
 from wsss_core.data.sources import IngestOptions, IngestSummary
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
-from wsss_core.store.workspace_config import load_workspace_config
+from wsss_core.store.workspace_config import flow_config
 
 
 @flow(name="ingest", persist_result=False)
@@ -22,6 +23,7 @@ def ingest_data(
     workspace: str,
     options: IngestOptions | None = None,
     config_file: str | None = None,
+    config: PipelineConfig | None = None,
 ) -> IngestSummary:
     """Ingest ``path`` as a ``source`` (voc, coco, folder, fiftyone, demo) into ``workspace``.
 
@@ -32,10 +34,12 @@ def ingest_data(
         workspace: the workspace directory; an existing manifest of the same
             source is updated incrementally.
         options: source options (split, classes, ...); defaults otherwise.
-        config_file: YAML config; its ``demo`` and ``review`` sections are used.
+        config_file: YAML config, layered over the workspace's saved one; its
+            ``demo`` and ``review`` sections are used.
+        config: the validated config instead of ``config_file`` (the CLI passes it).
     """
     ws = Workspace(Path(workspace))
-    config = load_workspace_config(ws, config_file)
+    config = flow_config(ws, config_file, config)
     with workspace_lock(ws, f"{source} ingest"):
         return ingest_source(
             ws, source, path, options or IngestOptions(), demo=config.demo, review=config.review

@@ -20,6 +20,7 @@ from prefect import Flow, flow, get_run_logger, unmapped
 from prefect.futures import PrefectFutureList, wait
 from prefect.states import Failed, State
 
+from flows.entry import is_entry_flow
 from flows.runners import RunnerOptions, make_task_runner
 from tasks.affinity import affinity_head, affinity_shard
 from tasks.cam import cam_shard
@@ -38,7 +39,7 @@ from wsss_core.stages.crf_stage import RecoveredMask, recovered_masks
 from wsss_core.stages.image_failures import ImageFailure, record_in_quarantine
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
-from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
+from wsss_core.store.workspace_config import flow_config, save_workspace_config
 
 # Stage name -> its per-shard task, in pipeline order (as ALL_MAP_STAGES).
 MAP_STAGE_TASKS = {
@@ -129,24 +130,33 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
 def label(
     workspace: str,
     config_file: str | None = None,
+    config: PipelineConfig | None = None,
+    model_hash: str | None = None,
 ) -> LabelResult | State:
     """Compute CAMs, seeds, grown regions and CRF masks for a workspace with a trained model.
 
     Up-to-date shards are skipped. Ends Failed when a shard failed (the result
-    is still returned with the state, for callers that want the rest).
+    is still returned with the state, for callers that want the rest). Run on
+    its own it saves its config as the workspace's; as a sub-flow its parent did.
 
     Args:
         workspace: the workspace directory (must hold a manifest and a classifier).
-        config_file: YAML with any subset of the config sections; default: the
-            workspace's saved config (``config.yaml``), else the defaults.
+        config_file: YAML with any subset of the config sections, layered over
+            the workspace's saved config (``config.yaml``); neither: the saved
+            config, else the defaults.
+        config: the validated config instead of ``config_file`` (the CLI and the
+            pipeline flow pass it).
+        model_hash: the classifier's hash when the caller has taken it (the
+            pipeline flow, after training); default: checked and taken here.
     """
     ws = Workspace(Path(workspace))
     ws.require_manifest()
-    config = load_workspace_config(ws, config_file)
+    config = flow_config(ws, config_file, config)
     with workspace_lock(ws, "label run"):
-        save_workspace_config(ws, config, "label run")
+        if is_entry_flow():
+            save_workspace_config(ws, config, "label run")
         _sweep_leftovers(ws)
-        result = label_shards(ws, config, checked_model_hash(ws))
+        result = label_shards(ws, config, model_hash or checked_model_hash(ws))
     if result.failures:
         return Failed(message=result.failure_message(), data=result)
     return result

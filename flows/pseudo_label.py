@@ -28,7 +28,7 @@ from wsss_core.stages.evaluate_stage import Evaluation
 from wsss_core.stages.image_failures import ImageFailure
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
-from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
+from wsss_core.store.workspace_config import flow_config, save_workspace_config
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,18 @@ def pseudo_label(
     refresh: bool = False,
     retrain: bool = False,
     runner: RunnerOptions | None = None,
+    config: PipelineConfig | None = None,
 ) -> PipelineResult | State:
     """Turn image-level labels into review-ready pseudo-masks for one workspace.
 
     Args:
         workspace: the workspace directory (created when ``demo`` is set).
-        config_file: YAML with any subset of the config sections; default: the
-            config the workspace's last run saved (``config.yaml``), else the defaults.
+        config_file: YAML with any subset of the config sections, layered over
+            the config the workspace's last run saved (``config.yaml``; its keys
+            win, the rest is kept); neither: the saved config, else the defaults.
+            What deployments pass.
+        config: the validated config instead of ``config_file`` (what the CLI
+            passes, having read it once); the label sub-flow gets it too.
         demo: generate the demo dataset and ingest it first.
         publish: publish the results to the FiftyOne review dataset.
         refresh: read the workspace's source again first, so images added since
@@ -81,13 +86,12 @@ def pseudo_label(
         runner: where the per-shard tasks run (threads by default; Dask).
     """
     ws = Workspace(Path(workspace))
-    config = load_workspace_config(ws, config_file)
+    config = flow_config(ws, config_file, config)
     with workspace_lock(ws, "pseudo-label run"):
-        save_workspace_config(ws, config, "pseudo-label run")
+        save_workspace_config(ws, config, "pseudo-label run")  # the only save of the run
         return _pseudo_label(
             ws,
             config,
-            config_file=config_file,
             demo=demo,
             publish=publish,
             refresh=refresh,
@@ -100,7 +104,6 @@ def _pseudo_label(
     ws: Workspace,
     config: PipelineConfig,
     *,
-    config_file: str | None,
     demo: bool,
     publish: bool,
     refresh: bool,
@@ -121,7 +124,7 @@ def _pseudo_label(
     started = time.perf_counter()
     training = train(ws, config, keep_current=not retrain)
     seconds["train"] = time.perf_counter() - started
-    labelled = _run_label(ws, config_file, runner)
+    labelled = _run_label(ws, config, training.model_hash, runner)
     seconds.update(labelled.stage_seconds)
 
     evaluation, dataset_name = None, None
@@ -171,10 +174,15 @@ def _pseudo_label(
     return result
 
 
-def _run_label(ws: Workspace, config_file: str | None, runner: RunnerOptions | None) -> LabelResult:
-    """The label flow as a sub-flow on the chosen runner; its result even when shards failed."""
+def _run_label(
+    ws: Workspace, config: PipelineConfig, model_hash: str, runner: RunnerOptions | None
+) -> LabelResult:
+    """The label flow as a sub-flow on the chosen runner; its result even when shards failed.
+
+    It gets this run's config and the model hash training took: nothing is read twice.
+    """
     state = label_with_runner(runner)(
-        workspace=str(ws.root), config_file=config_file, return_state=True
+        workspace=str(ws.root), config=config, model_hash=model_hash, return_state=True
     )
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):

@@ -8,36 +8,27 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from pydantic import ValidationError
 
 from tasks.train import train as train_task
-from wsss_core.config import ConfigError, PipelineConfig, describe_validation_error
+from wsss_core.config import PipelineConfig
+from wsss_core.config_layers import override
 from wsss_core.model.reuse import TrainOutcome
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
-from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
+from wsss_core.store.workspace_config import flow_config, save_workspace_config
 
 
 def training_config(
-    ws: Workspace,
-    config_file: str | None,
+    config: PipelineConfig,
     train_overrides: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> PipelineConfig:
-    """The config file (else the workspace's saved one, else the defaults) with
-    command-line overrides of the ``train`` section.
-
-    Validated as a whole, so a bad override is the same clear error as a bad file.
-    """
-    config = load_workspace_config(ws, config_file)
-    raw = config.model_dump()
-    raw["train"] = {**raw["train"], **(train_overrides or {})}
+    """``config`` with overrides of the ``train`` section and the device, validated as a
+    whole, so a bad override is the same clear error as a bad file."""
+    values: dict[str, Any] = {"train": train_overrides} if train_overrides else {}
     if device is not None:
-        raw["device"] = device
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"invalid training option: {describe_validation_error(error)}") from None
+        values["device"] = device
+    return override(config, values, "training options") if values else config
 
 
 @flow(name="train", persist_result=False)
@@ -48,21 +39,26 @@ def train(
     device: str | None = None,
     resume: bool | None = None,
     force: bool = False,
+    config: PipelineConfig | None = None,
 ) -> TrainOutcome:
     """Train the multi-label CAM classifier of an ingested workspace.
 
     Args:
         workspace: the workspace directory (must hold a manifest).
-        config_file: YAML with any subset of the config sections; defaults otherwise.
+        config_file: YAML with any subset of the config sections, layered over the
+            workspace's saved config (``config.yaml``); neither: the saved config,
+            else the defaults.
         train_overrides: fields of the ``train`` section that replace the file's.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (default: the config's).
         resume: None continues a matching interrupted run; True requires one
             (``models/last.pt``); False always starts over unless up to date.
         force: train from scratch even when the model is up to date.
+        config: the validated config instead of ``config_file`` (the CLI passes
+            it, its flags already in).
     """
     ws = Workspace(Path(workspace))
     ws.require_manifest()
-    config = training_config(ws, config_file, train_overrides, device)
+    config = training_config(flow_config(ws, config_file, config), train_overrides, device)
     with workspace_lock(ws, "training"):
         # Saved with the overrides: a later `wsss run` then reuses this model.
         save_workspace_config(ws, config, "training")

@@ -412,3 +412,53 @@ def test_status_lists_the_affinity_stage_and_its_head(trained, tmp_path, capsys)
     assert "affinity head: none for this classifier and config yet" in out
     line = next(line for line in out.splitlines() if line.startswith("affinity  "))
     assert line.split() == ["affinity", "0", str(IMAGES - HELD_BACK), "0", str(IMAGES - HELD_BACK)]
+
+
+def test_a_partial_config_keeps_the_saved_rest_and_each_file_is_read_once(
+    trained, tmp_path, capsys, monkeypatch
+):
+    """`wsss run --config f`: f layered over the saved config, parsed once, saved once, and
+    the label sub-flow gets the config and the model hash instead of taking them again."""
+    import flows.label
+    from wsss_cli.main import main
+    from wsss_core import config as config_module
+    from wsss_core import config_layers
+
+    workspace = Workspace(tmp_path / "layered")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    partial = tmp_path / "crf-only.yaml"
+    partial.write_text("crf:\n  iterations: 2\n")
+    reads: list[Path] = []
+    read = config_module.read_config_file
+
+    def counting_read(path):
+        reads.append(Path(path))
+        return read(path)
+
+    monkeypatch.setattr(config_module, "read_config_file", counting_read)
+    monkeypatch.setattr(config_layers, "read_config_file", counting_read)
+    hashed: list[Workspace] = []
+    checked_model_hash = flows.label.checked_model_hash
+
+    def counting_hash(ws):
+        hashed.append(ws)
+        return checked_model_hash(ws)
+
+    monkeypatch.setattr(flows.label, "checked_model_hash", counting_hash)
+    argv = ["run", "--workspace", str(workspace.root), "--config", str(partial), "--no-publish"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert sorted(reads) == sorted([workspace.config_path, partial])  # each parsed once
+    assert hashed == []
+    # The saved train, cam and shard size are kept: the classifier is reused, crf alone redone.
+    assert "(reused)" in out
+    computed = "cam 0 (0 images), seeds 0 (0 images), grown 0 (0 images), crf 3 (27 images)"
+    assert f"shards recomputed: {computed}" in out
+    expected = load_config(trained["config"])
+    expected = expected.model_copy(
+        update={"crf": expected.crf.model_copy(update={"iterations": 2})}
+    )
+    assert load_config(workspace.config_path) == expected
+    # Saved by the entry flow alone (the label sub-flow's save would have said "label run").
+    header = workspace.config_path.read_text().splitlines()[0]
+    assert header.startswith("# The configuration of this workspace's last pseudo-label run")

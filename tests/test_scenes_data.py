@@ -14,7 +14,7 @@ from scipy import ndimage
 from wsss_cli.commands import ingest as ingest_command
 from wsss_cli.commands import pipeline as pipeline_command
 from wsss_cli.main import build_parser, main
-from wsss_core.config import DemoConfig, load_config
+from wsss_core.config import DemoConfig
 from wsss_core.data import scenes
 from wsss_core.data.demo import DemoDataset
 from wsss_core.data.scenes import SCENE_CLASS_NAMES, generate_scenes_dataset
@@ -177,9 +177,9 @@ def test_demo_dataset_overrides_kind_of_the_saved_config(tmp_path: Path) -> None
     workspace = tmp_path / "ws"
     _saved_config(workspace)
     args = build_parser().parse_args(["demo", "--workspace", str(workspace)])
-    assert pipeline_command._demo_config_file(args) is None  # no flag: the flow's own choice
+    assert pipeline_command._pipeline_config(args).demo == DemoConfig(num_images=7, seed=2)
     args = build_parser().parse_args(["demo", "--workspace", str(workspace), "--dataset", "scenes"])
-    config = load_config(pipeline_command._demo_config_file(args))
+    config = pipeline_command._pipeline_config(args)
     assert config.demo == DemoConfig(kind="scenes", num_images=7, seed=2)
 
 
@@ -189,8 +189,10 @@ def test_ingest_dataset_overrides_kind_of_the_given_config(tmp_path: Path) -> No
     given = tmp_path / "given.yaml"
     given.write_text("demo:\n  num_images: 3\n  kind: digits\n")
     argv = ["ingest", "demo", "--workspace", str(workspace), "--dataset", "scenes"]
-    config = load_config(ingest_command._config_file(build_parser().parse_args(argv), workspace))
+    config = ingest_command._config(build_parser().parse_args(argv))
     assert config.demo == DemoConfig(kind="scenes", num_images=7, seed=2)
+    # The given file over the saved config (its keys win, seed 2 is kept), the flag on top.
     args = build_parser().parse_args([*argv, "--config", str(given)])
-    config = load_config(ingest_command._config_file(args, workspace))
-    assert config.demo == DemoConfig(kind="scenes", num_images=3)
+    assert ingest_command._config(args).demo == DemoConfig(kind="scenes", num_images=3, seed=2)
+    args = build_parser().parse_args([*argv, "--config", str(given), "--from-defaults"])
+    assert ingest_command._config(args).demo == DemoConfig(kind="scenes", num_images=3)

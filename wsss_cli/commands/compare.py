@@ -20,7 +20,8 @@ class Compare:
             "configs",
             nargs="+",
             metavar="CONFIG",
-            help="YAML config files (each over the defaults, as `wsss run --config` reads it)",
+            help="YAML config files (each over the defaults, not the workspace's saved config: "
+            "as `wsss run --from-defaults --config FILE` reads it)",
         )
         parser.add_argument(
             "--out",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wsss_cli.config_options import add_config_arguments, command_config
+
 
 class Export:
     NAME = "export"
@@ -24,20 +26,17 @@ class Export:
         parser.add_argument(
             "--only-approved", action="store_true", help="only masks a reviewer approved"
         )
-        parser.add_argument(
-            "--config", help="YAML config file (default: the workspace's, saved by its last run)"
-        )
+        add_config_arguments(parser)
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         from wsss_core.export.voc import export_voc
         from wsss_core.store.workspace import Workspace
-        from wsss_core.store.workspace_config import load_workspace_config
 
         workspace = Workspace(Path(args.workspace))
         summary = export_voc(
             workspace,
-            load_workspace_config(workspace, args.config),
+            command_config(args).config,
             Path(args.out),
             stage=args.stage,
             only_approved=args.only_approved,

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsss_cli.commands.pipeline import DEMO_DATASETS
+from wsss_cli.config_options import add_config_arguments, command_config
 from wsss_cli.flow_calls import UsageError, checked_options
 
 if TYPE_CHECKING:
+    from wsss_core.config import PipelineConfig
     from wsss_core.data.sources import IngestOptions
 
 SOURCES = ("voc", "coco", "folder", "fiftyone", "demo")
@@ -49,34 +51,17 @@ def _absolute(value: str | None) -> str | None:
     return str(Path(value).expanduser().resolve()) if value else None
 
 
-def _config_file(args: argparse.Namespace, workspace: Path) -> str | None:
-    """The --config file, with --database-dir / --database-uri / --dataset folded in."""
-    if not (args.database_dir or args.database_uri or args.dataset):
-        return _absolute(args.config)
-    import yaml
-
-    from wsss_core.config import load_config
-    from wsss_core.store.atomic import write_text_atomic
-    from wsss_core.store.workspace import Workspace
-
-    base = args.config
-    saved = Workspace(workspace).config_path
-    if base is None and args.dataset and saved.is_file():
-        base = saved  # --dataset changes demo.kind of what the flow would read, no more
-    # Through load_config: a bad file is a one-line error naming it; only its own values kept.
-    raw = load_config(base).model_dump(mode="json", exclude_unset=True)
-    review = dict(raw.get("review") or {})
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    """The config (see config_options), --database-dir / --database-uri / --dataset on top."""
+    review = {}
     if args.database_dir:
         review["database_dir"] = _absolute(args.database_dir)
     if args.database_uri:
         review["database_uri"] = args.database_uri
-    if review:
-        raw["review"] = review
+    flags: dict = {"review": review} if review else {}
     if args.dataset:
-        raw["demo"] = {**(raw.get("demo") or {}), "kind": args.dataset}
-    merged = workspace / "runs" / "ingest-config.yaml"
-    write_text_atomic(merged, yaml.safe_dump(raw))
-    return str(merged)
+        flags["demo"] = {"kind": args.dataset}
+    return command_config(args, flags).config
 
 
 class Ingest:
@@ -128,7 +113,11 @@ class Ingest:
             help="demo: which demo data, overrides demo.kind (digits: MNIST on gradients, the "
             "default; scenes: textured shapes on photos)",
         )
-        parser.add_argument("--config", help="YAML config (demo and review sections)")
+        add_config_arguments(
+            parser,
+            "YAML config (its demo and review sections), layered over the workspace's "
+            "config.yaml: the file's keys win, the rest is kept",
+        )
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -137,16 +126,13 @@ class Ingest:
         if args.dataset and args.source != "demo":
             raise UsageError(f"--dataset is for the demo source, not {args.source}")
         options = _options(args)  # bad values are usage errors, before the flow starts
+        config = _config(args)
         from flows.ingest import ingest_data
 
         workspace = Path(args.workspace).expanduser().resolve()
         path = args.path if args.source == "fiftyone" else _absolute(args.path)
         summary = ingest_data(
-            source=args.source,
-            path=path,
-            workspace=str(workspace),
-            options=options,
-            config_file=_config_file(args, workspace),
+            source=args.source, path=path, workspace=str(workspace), options=options, config=config
         )
         for line in summary.lines():
             print(line)

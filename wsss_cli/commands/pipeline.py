@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from wsss_cli.config_options import add_config_arguments, command_config
 from wsss_cli.flow_calls import add_runner_arguments, call_flow, runner_options, uses_dask
+
+if TYPE_CHECKING:
+    from wsss_core.config import PipelineConfig
 
 DEFAULT_DEMO_WORKSPACE = "demo-workspace"
 DEMO_DATASETS = ("digits", "scenes")
@@ -17,11 +22,7 @@ def _add_workspace(parser: argparse.ArgumentParser, default: str | None = None) 
         parser.add_argument("--workspace", default=default, help="workspace directory")
     else:
         parser.add_argument("--workspace", required=True, help="workspace directory")
-    parser.add_argument(
-        "--config",
-        help="YAML config file (any subset of sections); default: the workspace's "
-        "config.yaml, saved by its last run",
-    )
+    add_config_arguments(parser)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -33,40 +34,6 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "(default: keep it, so new images only get maps)",
     )
     add_runner_arguments(parser)
-
-
-def _config_file(args: argparse.Namespace) -> str | None:
-    """The config path made absolute, after validating the file (fail before any work)."""
-    from wsss_core.config import load_config
-
-    config_file = str(Path(args.config).resolve()) if args.config else None
-    load_config(config_file)
-    return config_file
-
-
-def _demo_config_file(args: argparse.Namespace) -> str | None:
-    """The config for `wsss demo`: with --dataset, the loaded config with demo.kind replaced.
-
-    The loaded config is what the run would read (--config, else the workspace's
-    saved one); the merged file goes to <workspace>/runs/demo-config.yaml.
-    """
-    config_file = _config_file(args)
-    if args.dataset is None:
-        return config_file
-    import yaml
-
-    from wsss_core.config import load_config
-    from wsss_core.store.atomic import write_text_atomic
-    from wsss_core.store.workspace import Workspace
-
-    workspace = Workspace(Path(args.workspace))
-    if config_file is None and workspace.config_path.is_file():
-        config_file = str(workspace.config_path)
-    raw = load_config(config_file).model_dump(mode="json", exclude_unset=True)
-    demo = {**(raw.get("demo") or {}), "kind": args.dataset}
-    merged = workspace.root.resolve() / "runs" / "demo-config.yaml"
-    write_text_atomic(merged, yaml.safe_dump({**raw, "demo": demo}))
-    return str(merged)
 
 
 def _print_stage_counts(result) -> None:
@@ -126,14 +93,18 @@ def _print_pipeline_result(result) -> None:
         print(f"open the App:  wsss review --workspace {result.workspace}")
 
 
+def _pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    """The run's config (see config_options); `wsss demo --dataset` sets demo.kind on top."""
+    dataset = getattr(args, "dataset", None)
+    return command_config(args, {"demo": {"kind": dataset}} if dataset else None).config
+
+
 def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
     from flows.pseudo_label import pseudo_label
     from wsss_core.store.workspace import Workspace
-    from wsss_core.store.workspace_config import load_workspace_config
 
     runner = runner_options(args)
-    config_file = _demo_config_file(args) if demo else _config_file(args)
-    config = load_workspace_config(Workspace(Path(args.workspace)), config_file)
+    config = _pipeline_config(args)
     if not args.no_publish and config.review.database_uri:
         from wsss_core.review.fiftyone_adapter import check_database
 
@@ -144,7 +115,7 @@ def _run_pipeline(args: argparse.Namespace, demo: bool) -> int:
         pseudo_label,
         dask=uses_dask(runner),
         workspace=str(Path(args.workspace).resolve()),
-        config_file=config_file,
+        config=config,
         demo=demo,
         publish=not args.no_publish,
         refresh=getattr(args, "refresh", False),
@@ -209,13 +180,13 @@ class Label:
         from wsss_core.store.workspace import Workspace
 
         runner = runner_options(args)
-        config_file = _config_file(args)
+        config = command_config(args).config
         Workspace(Path(args.workspace)).require_manifest()
         state, result = call_flow(
             label_with_runner(runner),
             dask=uses_dask(runner),
             workspace=str(Path(args.workspace).resolve()),
-            config_file=config_file,
+            config=config,
         )
         _print_stage_counts(result)
         _print_recovered(result)
@@ -235,10 +206,10 @@ class Eval:
         from flows.evaluate import evaluate
         from wsss_core.store.workspace import Workspace
 
-        config_file = _config_file(args)
+        config = command_config(args).config
         Workspace(Path(args.workspace)).require_manifest()
         _, evaluation = call_flow(
-            evaluate, workspace=str(Path(args.workspace).resolve()), config_file=config_file
+            evaluate, workspace=str(Path(args.workspace).resolve()), config=config
         )
         if evaluation is None:
             print("no image of this workspace has ground truth: nothing to evaluate")

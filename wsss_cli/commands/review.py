@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from wsss_cli.config_options import add_config_arguments, command_config
 from wsss_cli.flow_calls import checked_options
+
+if TYPE_CHECKING:
+    from wsss_core.config import PipelineConfig
 
 
 class Review:
@@ -22,7 +27,11 @@ class Review:
             help="app (default): serve the App; sync: record tags and label corrections",
         )
         parser.add_argument("--workspace", required=True, help="workspace directory")
-        parser.add_argument("--config", help="YAML config file (review section)")
+        add_config_arguments(
+            parser,
+            "YAML config (its review section), layered over the workspace's config.yaml: "
+            "the file's keys win, the rest is kept",
+        )
         parser.add_argument("--port", type=int, help="App port (default from config: 5151)")
         parser.add_argument(
             "--address", default="127.0.0.1", help="bind address (0.0.0.0 exposes it to all)"
@@ -32,30 +41,28 @@ class Review:
     def run(args: argparse.Namespace) -> int:
         from wsss_core.config import ReviewConfig
         from wsss_core.store.workspace import Workspace
-        from wsss_core.store.workspace_config import load_workspace_config
 
-        config = load_workspace_config(Workspace(Path(args.workspace)), args.config).review
-        if args.port is not None:  # validated, unlike model_copy(update=...): --port 0 exits 2
-            config = checked_options(ReviewConfig, {**config.model_dump(), "port": args.port})
-        if config.database_uri:
+        flags = None
+        if args.port is not None:
+            checked_options(ReviewConfig, {"port": args.port})  # --port 0: exit 2 naming --port
+            flags = {"review": {"port": args.port}}
+        config = command_config(args, flags).config
+        if config.review.database_uri:
             from wsss_core.review.fiftyone_adapter import check_database
 
-            check_database(config.database_uri)  # fail in seconds, before any work
+            check_database(config.review.database_uri)  # fail in seconds, before any work
         if args.action == "sync":
-            return _sync(args)
+            return _sync(args, config)
         from wsss_core.review.fiftyone_adapter import launch_app
 
-        launch_app(Workspace(Path(args.workspace)), config, address=args.address)
+        launch_app(Workspace(Path(args.workspace)), config.review, address=args.address)
         return 0
 
 
-def _sync(args: argparse.Namespace) -> int:
+def _sync(args: argparse.Namespace, config: PipelineConfig) -> int:
     from flows.review_sync import review_sync
 
-    summary = review_sync(
-        workspace=str(Path(args.workspace).resolve()),
-        config_file=str(Path(args.config).resolve()) if args.config else None,
-    )
+    summary = review_sync(workspace=str(Path(args.workspace).resolve()), config=config)
     if summary is None:
         print("nothing published yet: run the pipeline first")
         return 0

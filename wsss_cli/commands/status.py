@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wsss_cli.config_options import add_config_arguments, command_config
+
 
 class Status:
     NAME = "status"
@@ -13,10 +15,7 @@ class Status:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--workspace", required=True, help="workspace directory")
-        parser.add_argument(
-            "--config",
-            help="YAML config file (default: the workspace's, saved by its last run)",
-        )
+        add_config_arguments(parser)
         parser.add_argument(
             "--shards", action="store_true", help="also list each stage's pending shards"
         )
@@ -26,10 +25,9 @@ class Status:
         # The library only: no Prefect import, so the answer comes in about a second.
         from wsss_core.stages.status import workspace_status
         from wsss_core.store.workspace import Workspace
-        from wsss_core.store.workspace_config import load_workspace_config
 
         workspace = Workspace(Path(args.workspace))
         workspace.require_manifest()
-        config = load_workspace_config(workspace, args.config)
+        config = command_config(args).config
         print("\n".join(workspace_status(workspace, config).lines(shards=args.shards)))
         return 0

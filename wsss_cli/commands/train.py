@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from wsss_cli.config_options import add_config_arguments, command_config
 from wsss_cli.flow_calls import UsageError, checked_options
 from wsss_core.config import BACKBONE_NAMES
 
@@ -84,7 +85,7 @@ class Train:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--workspace", required=True, help="workspace directory")
-        parser.add_argument("--config", help="YAML config file (any subset of sections)")
+        add_config_arguments(parser)
         parser.add_argument(
             "--backbone",
             choices=BACKBONE_CHOICES,
@@ -115,21 +116,22 @@ class Train:
     def run(args: argparse.Namespace) -> int:
         overrides = _overrides(args)
         _check_options(overrides, args.device)
-        from flows.train import train, training_config
+        from flows.train import train
         from wsss_core.model.device import resolve_device
         from wsss_core.store.workspace import Workspace
 
-        config_file = str(Path(args.config).resolve()) if args.config else None
-        workspace = Workspace(Path(args.workspace))
-        config = training_config(workspace, config_file, overrides, args.device)  # validate first
+        # The flags are the top layer, over --config and the saved config: saved with the
+        # run, so a later `wsss run` reuses this model.
+        flags: dict = {"train": overrides} if overrides else {}
+        if args.device is not None:
+            flags["device"] = args.device
+        config = command_config(args, flags).config
         resolve_device(config.device)
-        workspace.require_manifest()
+        Workspace(Path(args.workspace)).require_manifest()
         try:
             outcome = train(
                 workspace=str(Path(args.workspace).resolve()),
-                config_file=config_file,
-                train_overrides=overrides,
-                device=args.device,
+                config=config,
                 resume=True if args.resume else None,
                 force=args.force,
             )
