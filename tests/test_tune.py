@@ -222,3 +222,44 @@ def test_the_affinity_walk_is_searched_only_with_its_stage_on():
     walking = with_changes(config, {"affinity.enabled": True})
     assert "affinity walk" not in {grid.name for grid in grids_for(config)}
     assert "affinity walk" in {grid.name for grid in grids_for(walking)}
+
+
+# --- the quality estimate ---------------------------------------------------------------
+
+
+def test_the_quality_estimate_is_reported_and_kept_while_its_maps_hold(planted, tmp_path):
+    from wsss_core.report.run_report import RunSummary, write_run_report
+    from wsss_core.stages.common import checked_model_hash
+    from wsss_core.stages.status import workspace_status
+    from wsss_core.tuning.quality import estimate_quality, saved_quality
+
+    workspace = Workspace(tmp_path / "ws")
+    shutil.copytree(planted["workspace"].root, workspace.root)
+    config, model = planted["config"], checked_model_hash(workspace)
+    quality = estimate_quality(workspace, config, model)
+    assert quality.true_masks == IMAGES and quality.without == 0
+    assert quality.low <= quality.miou <= quality.high
+    assert 1 <= len(quality.worst) <= 3
+    report = write_run_report(
+        workspace, config, RunSummary("r1", 0.5, False, {}, {}, model_hash=model)
+    )
+    assert "## Quality of the masks without a true mask" in report.markdown
+    assert f"{quality.miou:.3f} [{quality.low:.3f}, {quality.high:.3f}]" in report.markdown
+    assert saved_quality(workspace, config, model) == quality
+    assert any("estimated mIoU" in line for line in workspace_status(workspace, config).lines())
+    changed = with_changes(config, {"crf.bilateral_srgb": 7.0})
+    assert saved_quality(workspace, changed, model) is None  # other final masks
+
+
+def test_without_true_masks_the_quality_is_unknown(planted, tmp_path):
+    from wsss_core.stages.common import checked_model_hash
+    from wsss_core.tuning.quality import estimate_quality
+
+    workspace = Workspace(tmp_path / "ws")
+    shutil.copytree(planted["workspace"].root, workspace.root)
+    manifest = read_manifest(workspace)
+    rows = [replace(r, gt_uri=None) for r in manifest.all_rows]
+    write_manifest(workspace, rows, manifest.class_names, manifest.source)
+    quality = estimate_quality(workspace, planted["config"], checked_model_hash(workspace))
+    assert quality.miou is None and quality.without == IMAGES
+    assert quality.lines()[0].startswith("quality of the masks: unknown")
