@@ -25,6 +25,10 @@ slot* (the j-th target of every image at once) gives all images' gradients:
 Multi-scale + flip follows IRN (Ahn et al., CVPR 2019): per scale, ReLU the
 maps, add the un-flipped maps of the flipped input, upsample bilinearly to the
 input size, sum over scales, then divide each map by its own maximum.
+
+Stochastic selection (``stochastic``, method ``"cam"`` only): each scale's and
+flip's map is instead the mean of many head passes over the cached features,
+each keeping a random subset of hidden units (:mod:`wsss_core.stochastic_cam`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wsss_core.stochastic_cam import StochasticSelection, image_generators, stochastic_maps
 
 __all__ = ["METHODS", "Method", "class_activation_maps"]
 
@@ -57,6 +63,8 @@ def class_activation_maps(
     target_layer: str | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    stochastic: StochasticSelection | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Normalised class activation maps for the given classes of each image.
 
@@ -73,6 +81,11 @@ def class_activation_maps(
             ``model.cam_layer_name`` when the model defines it.
         scales: input rescaling factors whose maps are summed (IRN style).
         flip: also use horizontally flipped inputs (maps un-flipped and summed).
+        stochastic: random hidden-unit selection, many head passes per scale and
+            flip averaged (method ``"cam"`` only; see :mod:`wsss_core.stochastic_cam`).
+        seeds: with ``stochastic``, one generator seed per image
+            (``stochastic_cam.image_seed``), so an image's maps do not depend on its
+            batch mates.
 
     Returns:
         Item ``i`` is a float32 array ``[len(targets[i]), H, W]``, maps in the
@@ -80,6 +93,7 @@ def class_activation_maps(
         (all-zero maps stay zero).
     """
     class_lists = _validate(images, targets, method, scales)
+    generators = _stochastic_generators(stochastic, seeds, method, len(class_lists))
     layer_name, layer = _resolve_layer(model, target_layer)
     head = _linear_head(model, layer_name) if method == "cam" else None
     batch, _, height, width = images.shape
@@ -93,7 +107,7 @@ def class_activation_maps(
     with _eval_mode(model), _frozen_parameters(model), torch.inference_mode(False):
         for scale in scales:
             scaled = _rescale(images, scale)
-            raw = _raw_maps(model, layer, head, scaled, slots, method, flip)
+            raw = _raw_maps(model, layer, head, scaled, slots, method, flip, stochastic, generators)
             raw = F.interpolate(
                 raw[None], size=(height, width), mode="bilinear", align_corners=False
             )[0]
@@ -137,6 +151,26 @@ def _validate(
             raise ValueError(f"targets[{i}] has a negative class id: {ids}")
         class_lists.append(ids)
     return class_lists
+
+
+def _stochastic_generators(
+    stochastic: StochasticSelection | None,
+    seeds: Sequence[int] | None,
+    method: str,
+    batch: int,
+) -> list[torch.Generator]:
+    """One generator per image for stochastic selection (none without it)."""
+    if stochastic is None:
+        return []
+    if method != "cam":
+        raise ValueError(
+            f"stochastic selection runs the linear head over cached features: method must be "
+            f"'cam', got {method!r}"
+        )
+    if seeds is None or len(seeds) != batch:
+        got = "none" if seeds is None else len(seeds)
+        raise ValueError(f"stochastic selection needs one seed per image: {batch} images, {got}")
+    return image_generators(seeds)
 
 
 def _check_class_range(slots: _TargetSlots, num_classes: int) -> None:
@@ -300,11 +334,14 @@ def _raw_maps(
     slots: _TargetSlots,
     method: str,
     flip: bool,
+    stochastic: StochasticSelection | None = None,
+    generators: Sequence[torch.Generator] = (),
 ) -> torch.Tensor:
     """ReLU'd maps ``[T, h, w]`` at feature resolution, image-major target order.
 
     With ``flip`` the flipped images join the same forward pass and their
-    un-flipped maps are added to the originals'.
+    un-flipped maps are added to the originals'. With ``stochastic`` each map
+    is the mean of that many normalised head passes over the same features.
     """
     batch = images.shape[0]
     if flip:
@@ -321,13 +358,39 @@ def _raw_maps(
         weights = _cam_weights(head, slots, activation)
     else:
         weights = _gradient_weights(scores, activation, slots, plus=method == "gradcampp")
-    # [N, S, K] x [N, K, h*w] -> [N, S, h, w]: every target's map in one batched matmul.
-    maps = torch.bmm(weights, activation.detach().flatten(2)).unflatten(2, activation.shape[2:])
-    maps = maps.relu()
+    if stochastic is not None:
+        maps = _stochastic_batch(weights, activation.detach(), generators, stochastic)
+    else:
+        # [N, S, K] x [N, K, h*w] -> [N, S, h, w]: every target's map in one batched matmul.
+        maps = torch.bmm(weights, activation.detach().flatten(2))
+        maps = maps.unflatten(2, activation.shape[2:]).relu()
     if flip:
         maps = maps[:batch] + maps[batch:].flip(-1)
         slots = _TargetSlots(slots.classes[:batch], slots.valid[:batch])
     return maps[slots.valid]
+
+
+def _stochastic_batch(
+    weights: torch.Tensor,
+    activation: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    selection: StochasticSelection,
+) -> torch.Tensor:
+    """Stochastic maps ``[N, S, h, w]``; row ``i + c * B`` is copy ``c`` (flip) of image ``i``.
+
+    Each image's generator draws for its own copies, original first, so its maps
+    depend on nothing but its seed and its features.
+    """
+    batch = len(generators)
+    maps = torch.empty(
+        (*weights.shape[:2], *activation.shape[2:]),
+        dtype=activation.dtype,
+        device=activation.device,
+    )
+    for index, generator in enumerate(generators):
+        for row in range(index, activation.shape[0], batch):
+            maps[row] = stochastic_maps(weights[row], activation[row], generator, selection)
+    return maps
 
 
 def _cam_weights(head: nn.Linear, slots: _TargetSlots, activation: torch.Tensor) -> torch.Tensor:

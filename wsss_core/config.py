@@ -154,6 +154,46 @@ class CamConfig(_Section):
     threshold: float = Field(
         0.6, gt=0, lt=1, description="background threshold for the thresholded-CAM mask"
     )
+    stochastic_passes: int = Field(
+        0,
+        ge=0,
+        description="FickleNet-style stochastic inference (wsss_core/stochastic_cam.py): "
+        "each scale's and flip's map aggregates this many head passes over the cached last "
+        "features, each keeping a random subset of hidden units per sliding window, so parts "
+        "besides the most discriminative one may score; 0: off. Method cam only. Cost: the "
+        "backbone runs once; each pass is one head product and K x window^2 random draws per "
+        "feature cell (32 passes: about 3x the cam stage's time; ARCHITECTURE.md, 'Remedies')",
+    )
+    stochastic_keep: float = Field(
+        0.5, gt=0, le=1, description="stochastic passes: share of hidden units each pass keeps"
+    )
+    stochastic_window: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="stochastic passes: sliding-window side in feature cells (odd; its centre "
+        "is always kept; 1: each location drops its own units); cost grows with its square",
+    )
+    stochastic_aggregate: Literal["mean", "max"] = Field(
+        "mean",
+        description="stochastic passes: how the passes' normalised maps combine; mean "
+        "converges as passes are added, max (FickleNet's union) widens the maps with every pass",
+    )
+    stochastic_seed: int = Field(
+        0, ge=0, description="stochastic passes: seed, hashed with each image's id"
+    )
+
+    @model_validator(mode="after")
+    def _stochastic_settings(self) -> CamConfig:
+        if self.stochastic_window % 2 == 0:
+            raise ValueError("stochastic_window must be odd (the window has a centre)")
+        if self.stochastic_passes and self.method != "cam":
+            raise ValueError(
+                "stochastic_passes runs the linear head over cached features: it needs "
+                f"method cam, not {self.method} (for this classifier's GAP + linear head the "
+                "normalised Grad-CAM is the CAM)"
+            )
+        return self
 
 
 class AffinityConfig(_Section):
@@ -209,6 +249,21 @@ class SeedConfig(_Section):
     fg_threshold: float = Field(0.9, gt=0, le=1)
     bg_threshold: float = Field(0.3, ge=0, lt=1)
     border_background: bool = False
+    superpixels: int = Field(
+        0,
+        ge=0,
+        description="superpixel pooling (wsss_core/superpixels.py): each CAM is replaced by "
+        "its mean over SLIC superpixels of the image (about this many) before seeds and "
+        "growing, so regions follow image edges; 0: off. The crf stage keeps the raw CAMs. "
+        "Cost: one SLIC per image in the seeds and in the grown stage (about 13 ms each at "
+        "128 px; ARCHITECTURE.md, 'Remedies')",
+    )
+    superpixel_compactness: float = Field(
+        10.0,
+        gt=0,
+        description="superpixels: SLIC compactness (higher: squarer superpixels, lower: "
+        "closer to colour edges)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SeedConfig:
@@ -397,11 +452,38 @@ OPTIONAL_SECTIONS = ("affinity",)
 # them must not recompute any map.
 NOT_IN_LINEAGE: dict[str, set[str]] = {"cam": {"threshold"}}
 
+# Options whose settings shape the maps only while switched on (a switch that is
+# 0 or false): off, the switch and its settings stay out of the lineage, so the
+# maps made before an option existed stay current, and tuning an option that is
+# off recomputes nothing.
+SWITCHED_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "cam": {
+        "stochastic_passes": (
+            "stochastic_keep",
+            "stochastic_window",
+            "stochastic_aggregate",
+            "stochastic_seed",
+        )
+    },
+    "seeds": {"superpixels": ("superpixel_compactness",)},
+}
+
+
+def _left_out_of_lineage(section: str, settings: BaseModel) -> set[str]:
+    """The fields of ``section`` that do not enter its stages' lineage."""
+    left_out = set(NOT_IN_LINEAGE.get(section, ()))
+    for switch, dependents in SWITCHED_SETTINGS.get(section, {}).items():
+        if not getattr(settings, switch):
+            left_out |= {switch, *dependents}
+    return left_out
+
 
 def stage_config_hash(config: PipelineConfig, stage: str) -> str:
     """A short content hash of the config sections that determine ``stage``'s output."""
     payload = {
-        name: getattr(config, name).model_dump(mode="json", exclude=NOT_IN_LINEAGE.get(name))
+        name: getattr(config, name).model_dump(
+            mode="json", exclude=_left_out_of_lineage(name, getattr(config, name))
+        )
         for name in STAGE_SECTIONS[stage]
         if name == stage or name not in OPTIONAL_SECTIONS or getattr(config, name).enabled
     }

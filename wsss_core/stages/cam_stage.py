@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from wsss_core.cam import class_activation_maps
-from wsss_core.config import PipelineConfig
+from wsss_core.config import CamConfig, PipelineConfig
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.checkpoint import LoadedClassifier, load_checkpoint
 from wsss_core.model.device import cpu_threads
@@ -31,6 +31,7 @@ from wsss_core.stages.common import (
     shard_records,
 )
 from wsss_core.stages.image_failures import ImageGuard, failures_metadata, read_image
+from wsss_core.stochastic_cam import StochasticSelection, image_seed
 from wsss_core.store.maps import CamRecord, write_cam_shard
 from wsss_core.store.workspace import Workspace
 
@@ -65,6 +66,18 @@ def class_scores(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
         model.train(was_training)
 
 
+def stochastic_selection(settings: CamConfig) -> StochasticSelection | None:
+    """The cam section's stochastic inference, or None when it is off."""
+    if not settings.stochastic_passes:
+        return None
+    return StochasticSelection(
+        settings.stochastic_passes,
+        settings.stochastic_keep,
+        settings.stochastic_window,
+        settings.stochastic_aggregate,
+    )
+
+
 def compute_cams(
     classifier: LoadedClassifier,
     records: Sequence[ImageRecord],
@@ -79,6 +92,7 @@ def compute_cams(
     Images of equal network size share batches. ``guard``: records the images
     whose file cannot be read and leaves them out (without one, they raise).
     """
+    stochastic = stochastic_selection(config.cam)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         groups[_network_size(record.height, record.width, classifier.image_size)].append(index)
@@ -111,6 +125,8 @@ def compute_cams(
                 method=config.cam.method,
                 scales=config.cam.scales,
                 flip=config.cam.flip,
+                stochastic=stochastic,
+                seeds=[image_seed(config.cam.stochastic_seed, records[i].image_id) for i in batch],
             )
             for index, image_maps, image_scores in zip(batch, maps, scores, strict=True):
                 record = records[index]

@@ -1,4 +1,8 @@
-"""Stage ``grown``: DSRG seeded region growing over the CAM probability map."""
+"""Stage ``grown``: DSRG seeded region growing over the CAM probability map.
+
+The probabilities come from the CAMs the seeds came from: pooled over
+superpixels when ``seeds.superpixels`` is on.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from wsss_core.grow import grow_regions
 from wsss_core.probability import probability_map
 from wsss_core.stages.common import ShardOutcome
 from wsss_core.stages.label_stage import run_label_stage
+from wsss_core.stages.pooled_cams import seed_stage_cams
 from wsss_core.store.maps import CamRecord, LabelRecord
 from wsss_core.store.workspace import Workspace
 
@@ -23,7 +28,8 @@ def run_grow_shard(
 
     def per_image(record: ImageRecord, cams: CamRecord, seeds: LabelRecord | None) -> LabelRecord:
         assert seeds is not None
-        probs = probability_map(cams.cams, background_power=settings.background_power)
+        pooled = seed_stage_cams(record, cams, config.seeds)
+        probs = probability_map(pooled, background_power=settings.background_power)
         grown = grow_regions(
             seeds.labels,
             probs,

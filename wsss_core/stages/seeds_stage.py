@@ -1,4 +1,4 @@
-"""Stage ``seeds``: DSRG seed cues from the CAMs."""
+"""Stage ``seeds``: DSRG seed cues from the CAMs (pooled over superpixels when on)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from wsss_core.data.manifest import ImageRecord
 from wsss_core.seeds import make_seeds
 from wsss_core.stages.common import ShardOutcome
 from wsss_core.stages.label_stage import run_label_stage
+from wsss_core.stages.pooled_cams import seed_stage_cams
 from wsss_core.store.maps import CamRecord, LabelRecord
 from wsss_core.store.workspace import Workspace
 
@@ -22,7 +23,7 @@ def run_seeds_shard(
 
     def per_image(record: ImageRecord, cams: CamRecord, _: LabelRecord | None) -> LabelRecord:
         seeds = make_seeds(
-            cams.cams,
+            seed_stage_cams(record, cams, settings),
             cams.class_ids,
             fg_threshold=settings.fg_threshold,
             bg_threshold=settings.bg_threshold,

@@ -1,0 +1,176 @@
+"""The remedy recipes (configs/methods/*.yaml): each loads as a config as it is, and a
+`wsss run` with it over a tiny workspace completes, recomputing exactly the stages the
+remedy changes.
+
+One tiny demo workspace (24 images in shards of 10, 10 and 4; a resnet18 from
+scratch, one epoch) labelled once with the defaults; each test runs on a copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tiny_pipeline import TINY_CAM, TINY_TRAIN
+
+from wsss_core.config import PipelineConfig, load_config
+from wsss_core.data.manifest import read_manifest
+from wsss_core.stages.image_failures import read_image
+from wsss_core.stages.registry import MAP_STAGE_RUNNERS
+from wsss_core.store.maps import read_cam_shard, read_label_shard
+from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace_config import save_workspace_config
+from wsss_core.superpixels import superpixel_labels
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "methods"
+TINY: dict[str, Any] = {
+    "device": "cpu",
+    "shard_size": 10,
+    "demo": {"num_images": 24, "image_size": 64, "seed": 5},
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
+    "crf": {"background_powers": [1.0]},
+}
+SHARDS, IMAGES = 3, 24
+# What each recipe may change: its section and keys (nothing else differs from the defaults).
+RECIPE_KEYS = {
+    "stochastic": ("cam", {"stochastic_passes"}),
+    "superpixels": ("seeds", {"superpixels"}),
+}
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over``'s keys over ``base``, section by section."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _recipe(name: str) -> dict[str, Any]:
+    return yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Workspace:
+    """A trained tiny workspace whose maps, masks and config.yaml a default run made."""
+    from wsss_core.model.reuse import train_or_reuse
+    from wsss_core.stages.ingest_stage import ingest
+
+    config = PipelineConfig.model_validate(TINY)
+    workspace = Workspace(tmp_path_factory.mktemp("recipes") / "ws")
+    ingest("demo", None, workspace, demo=config.demo)
+    train_or_reuse(workspace, config, log=lambda _: None, show_progress=False)
+    save_workspace_config(workspace, config, "test run")
+    for stage in MAP_STAGES:
+        for index in range(SHARDS):
+            MAP_STAGE_RUNNERS[stage].run(workspace, config, index, False, None)
+    return workspace
+
+
+def _copy(workspace: Workspace, root: Path) -> Workspace:
+    copy = Workspace(root / "ws")
+    shutil.copytree(workspace.root, copy.root)
+    return copy
+
+
+def test_every_recipe_is_here_and_loads_as_a_config_as_it_is():
+    assert {path.stem for path in RECIPES.glob("*.yaml")} >= set(RECIPE_KEYS)
+    default = PipelineConfig().model_dump()
+    for name, (section, keys) in RECIPE_KEYS.items():
+        dumped = load_config(RECIPES / f"{name}.yaml").model_dump()
+        changed = {
+            (s, k)
+            for s in dumped
+            if isinstance(dumped[s], dict)
+            for k in dumped[s]
+            if dumped[s][k] != default[s][k]
+        }
+        assert changed == {(section, key) for key in keys}, name
+        assert (RECIPES / f"{name}.yaml").read_text().startswith("#"), "a comment says what it does"
+
+
+def _run(workspace: Workspace, recipe: str, root: Path, capsys) -> str:
+    from wsss_cli.main import main
+
+    config = root / f"{recipe}.yaml"
+    config.write_text(yaml.safe_dump(_merged(TINY, _recipe(recipe))))
+    argv = ["run", "--workspace", str(workspace.root), "--config", str(config), "--no-publish"]
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def _recomputed(stages: dict[str, int]) -> str:
+    return ", ".join(
+        f"{stage} {shards} ({shards and IMAGES} images)" for stage, shards in stages.items()
+    )
+
+
+def test_the_stochastic_recipe_runs_and_recomputes_cam_and_below(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "stochastic", tmp_path, capsys)
+    assert "(reused)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
+    assert "mIoU per stage" in out
+    before = {r.image_id: r.cams for r in read_cam_shard(labelled.shard_path("cam", 0))}
+    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[i], after[i]) for i in before)
+    # The same shard computed again elsewhere, in another thread of a process with another
+    # torch thread count (as a Dask worker is), holds bit-identical maps.
+    again = _copy(labelled, tmp_path / "again")
+    config = load_config(tmp_path / "stochastic.yaml")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(MAP_STAGE_RUNNERS["cam"].run, again, config, 0, False, None).result()
+    finally:
+        torch.set_num_threads(threads)
+    recomputed = {r.image_id: r.cams for r in read_cam_shard(again.shard_path("cam", 0))}
+    for image_id, cams in after.items():
+        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
+
+
+def test_the_superpixels_recipe_runs_and_recomputes_seeds_and_below(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "superpixels", tmp_path, capsys)
+    stages = {"cam": 0, "seeds": SHARDS, "grown": SHARDS, "crf": SHARDS}
+    assert f"shards recomputed: {_recomputed(stages)}" in out
+    # Seeds threshold pooled maps: one label per superpixel.
+    settings = load_config(tmp_path / "superpixels.yaml").seeds
+    records = {r.image_id: r for r in read_manifest(workspace).records}
+    for row in read_label_shard(workspace.shard_path("seeds", 0)):
+        pixels = read_image(records[row.image_id])
+        segments = superpixel_labels(pixels, settings.superpixels, settings.superpixel_compactness)
+        for label in np.unique(segments):
+            assert len(np.unique(row.labels[segments == label])) == 1, row.image_id
+
+
+def test_an_unreadable_image_is_that_images_seeds_failure(labelled, tmp_path):
+    """With superpixels the seeds stage reads the image: a bad file costs that image only."""
+    workspace = _copy(labelled, tmp_path)
+    config = PipelineConfig.model_validate(_merged(TINY, _recipe("superpixels")))
+    victim = read_manifest(workspace).shards(config.shard_size)[0][0]
+    image = Path(victim.uri)  # the copy's manifest names the fixture's files
+    pixels = image.read_bytes()
+    try:
+        image.write_bytes(b"not an image")
+        outcome = MAP_STAGE_RUNNERS["seeds"].run(workspace, config, 0, False, None)
+    finally:
+        image.write_bytes(pixels)
+    assert [failure.image_id for failure in outcome.failed] == [victim.image_id]
+    assert outcome.computed_images == 9
