@@ -3,7 +3,9 @@
 remedy changes.
 
 One tiny demo workspace (24 images in shards of 10, 10 and 4; a resnet18 from
-scratch, one epoch) labelled once with the defaults; each test runs on a copy.
+scratch, one epoch) labelled once with the tiny settings, saved as its
+config.yaml, so `wsss run --config <recipe>` layers the recipe as it is over
+them. Each test runs on a copy.
 """
 
 from __future__ import annotations
@@ -99,11 +101,11 @@ def test_every_recipe_is_here_and_loads_as_a_config_as_it_is():
         assert (RECIPES / f"{name}.yaml").read_text().startswith("#"), "a comment says what it does"
 
 
-def _run(workspace: Workspace, recipe: str, root: Path, capsys) -> str:
+def _run(workspace: Workspace, recipe: str, capsys) -> str:
+    """`wsss run --config <recipe>`: the recipe as it is, layered over the saved tiny config."""
     from wsss_cli.main import main
 
-    config = root / f"{recipe}.yaml"
-    config.write_text(yaml.safe_dump(_merged(TINY, _recipe(recipe))))
+    config = RECIPES / f"{recipe}.yaml"
     argv = ["run", "--workspace", str(workspace.root), "--config", str(config), "--no-publish"]
     assert main(argv) == 0
     return capsys.readouterr().out
@@ -119,7 +121,7 @@ def test_the_stochastic_recipe_runs_and_recomputes_cam_and_below(
     labelled, tmp_path, capsys, prefect_harness
 ):
     workspace = _copy(labelled, tmp_path)
-    out = _run(workspace, "stochastic", tmp_path, capsys)
+    out = _run(workspace, "stochastic", capsys)
     assert "(reused)" in out
     assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
     assert "mIoU per stage" in out
@@ -130,7 +132,8 @@ def test_the_stochastic_recipe_runs_and_recomputes_cam_and_below(
     # The same shard computed again elsewhere, in another thread of a process with another
     # torch thread count (as a Dask worker is), holds bit-identical maps.
     again = _copy(labelled, tmp_path / "again")
-    config = load_config(tmp_path / "stochastic.yaml")
+    config = load_config(workspace.config_path)  # what the run used, saved by it
+    assert config.cam.stochastic_passes == _recipe("stochastic")["cam"]["stochastic_passes"]
     threads = torch.get_num_threads()
     torch.set_num_threads(2 if threads == 1 else 1)
     try:
@@ -147,11 +150,12 @@ def test_the_superpixels_recipe_runs_and_recomputes_seeds_and_below(
     labelled, tmp_path, capsys, prefect_harness
 ):
     workspace = _copy(labelled, tmp_path)
-    out = _run(workspace, "superpixels", tmp_path, capsys)
+    out = _run(workspace, "superpixels", capsys)
     stages = {"cam": 0, "seeds": SHARDS, "grown": SHARDS, "crf": SHARDS}
     assert f"shards recomputed: {_recomputed(stages)}" in out
     # Seeds threshold pooled maps: one label per superpixel.
-    settings = load_config(tmp_path / "superpixels.yaml").seeds
+    settings = load_config(workspace.config_path).seeds  # what the run used, saved by it
+    assert settings.superpixels == _recipe("superpixels")["seeds"]["superpixels"]
     records = {r.image_id: r for r in read_manifest(workspace).records}
     for row in read_label_shard(workspace.shard_path("seeds", 0)):
         pixels = read_image(records[row.image_id])
