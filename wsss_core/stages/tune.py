@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest
-from wsss_core.model.comparison import comparison_classifier
+from wsss_core.model.comparison import workspace_classifier_fits
 from wsss_core.stages.common import shard_count
 from wsss_core.stages.compare import compute_maps
 from wsss_core.stages.evaluate_stage import stage_predictions
@@ -121,7 +121,12 @@ def tune_workspace(
         )
         layout = ComparisonLayout(workspace.root / TUNE_DIR)
         remove_leftover_temp_files(layout.root)
-        classifier = comparison_classifier(workspace, config, layout.models_dir(config), say)
+        if not workspace_classifier_fits(workspace, config):
+            raise ValueError(
+                f"{workspace.model_path}: no classifier a run would keep for this config; "
+                "tuning chooses the settings after the classifier: run `wsss run` first"
+            )
+        classifier = workspace.model_path
         reserve_share = len(split.held_out) / max(len(split.tuning), 1)
         search = search_settings(
             workspace,
