@@ -8,8 +8,9 @@
    computed as `wsss compare` computes them, under ``WS/tune/`` (a stage's
    maps are shared by every candidate that agrees on its sections, and kept
    across calls). A candidate replaces the best so far only when it gains at
-   least :data:`MIN_GAIN` mIoU on the tuning images. It reads no true mask of
-   a held-out image.
+   least :data:`MIN_GAIN` mIoU on the tuning images, in at least
+   :data:`MIN_CONFIDENCE` of paired bootstrap resamples of them. It reads no
+   true mask of a held-out image.
 3. Then, and only then, the default and the tuned settings are scored on the
    held-out images (:func:`held_out_report`): mIoU with a bootstrap interval,
    the paired gain and the IoU per class.
@@ -39,6 +40,7 @@ from wsss_core.tuning.scores import (
     Estimate,
     ImageScores,
     estimate,
+    gain_confidence,
     mean_iou,
     paired_gain,
     score_images,
@@ -49,6 +51,9 @@ from wsss_core.tuning.truth import TrueMask, describe_sources, true_masks
 
 TUNE_DIR = "tune"
 MIN_GAIN = 0.003  # tuning-set mIoU a change must add: smaller gains are noise on 30 images
+# ... and in this share of paired bootstrap resamples of the tuning images: a gain
+# that a few images carry does not carry over to the held-out ones.
+MIN_CONFIDENCE = 0.9
 # The held-out check computes the maps of two configs over the held-out images;
 # the search keeps this many times the first candidate's (all-stage) cost for it.
 HELD_OUT_RESERVE = 2.5
@@ -206,7 +211,7 @@ def search_settings(
     deadline = started + budget_seconds
     finished = True
     for grid in grids:
-        incumbent: float | None = None
+        incumbent: ImageScores | None = None
         for changes in grid.candidates(best):
             now = time.perf_counter()
             if now >= deadline:
@@ -214,21 +219,22 @@ def search_settings(
                 break
             candidate = with_changes(best, changes)
             assert candidate is not None  # Grid.candidates yields valid settings only
-            miou = _miou(scorer.scores(candidate, grid.scored_stage))
+            scores = scorer.scores(candidate, grid.scored_stage)
             seconds = time.perf_counter() - now
             if not trials:  # the first trial computed every stage: the held-out check's cost
                 deadline -= HELD_OUT_RESERVE * reserve_share * seconds
-            trials.append(Trial(grid.name, changes, miou, seconds))
+            trials.append(Trial(grid.name, changes, _miou(scores), seconds))
             bar.update(1)
             if incumbent is None:  # the grid's first candidate is the current setting
-                incumbent = miou
-            elif miou >= incumbent + MIN_GAIN:
-                best, incumbent = candidate, miou
-                bar.set_postfix_str(f"{grid.name}: {miou:.3f}")
+                incumbent = scores
+            elif _beats(scores, incumbent):
+                best, incumbent = candidate, scores
+                bar.set_postfix_str(f"{grid.name}: {_miou(scores):.3f}")
         if not finished:
             say(f"budget spent: stopped in '{grid.name}'; the settings found so far are kept")
             break
-        say(f"{grid.name}: best {incumbent:.4f} ({_describe(grid.keys, best)})")
+        if incumbent is not None:
+            say(f"{grid.name}: best {_miou(incumbent):.4f} ({_describe(grid.keys, best)})")
     bar.close()
     return SearchResult(start, best, tuple(trials), time.perf_counter() - started, finished)
 
@@ -252,6 +258,13 @@ def held_out_report(
         paired_gain(tuned_scores, default_scores, seed),
         scorer.label_names,
     )
+
+
+def _beats(candidate: ImageScores, incumbent: ImageScores) -> bool:
+    """A clear gain on the tuning images: large enough, and not carried by a few images."""
+    if _miou(candidate) < _miou(incumbent) + MIN_GAIN:
+        return False
+    return gain_confidence(candidate, incumbent) >= MIN_CONFIDENCE
 
 
 def _miou(scores: ImageScores) -> float:

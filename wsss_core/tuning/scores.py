@@ -127,3 +127,16 @@ def paired_gain(
     weights = _bootstrap_weights(count, seed, resamples)
     low, high = _interval(_resampled_miou(tuned, weights) - _resampled_miou(default, weights))
     return Estimate(gain, low, high, count, ())
+
+
+def gain_confidence(
+    candidate: ImageScores, incumbent: ImageScores, seed: int = 0, resamples: int = RESAMPLES
+) -> float:
+    """The share of paired resamples of the images in which ``candidate`` beats ``incumbent``."""
+    if candidate.image_ids != incumbent.image_ids:
+        raise ValueError("the two scores must cover the same images in the same order")
+    if not candidate.image_ids:
+        return 0.0
+    weights = _bootstrap_weights(len(candidate.image_ids), seed, resamples)
+    gains = _resampled_miou(candidate, weights) - _resampled_miou(incumbent, weights)
+    return float(np.mean(gains > 0))

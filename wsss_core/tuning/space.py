@@ -6,12 +6,12 @@ the stages above are computed once and reused (a CRF setting never
 recomputes CAMs). The current value of every key is always a candidate, so
 "change nothing" competes with every change.
 
-Why these settings: on the development datasets the final mIoU moved most
-with the background model and the CRF kernels (ARCHITECTURE.md,
-"Thresholds"); the seed and growing thresholds decide the grown regions the
-crf stage restores vanished classes from. ``cam.threshold`` shapes only the
-thresholded-CAM masks (the ``cam`` row of ``wsss eval``), so it is tuned on
-those.
+Why these settings: the CAMs (method, scales, flips) feed every mask; on the
+development datasets the final mIoU moved most with the background model and
+the CRF kernels (ARCHITECTURE.md, "Thresholds"); the seed and growing
+thresholds decide the grown regions the crf stage restores vanished classes
+from. ``cam.threshold`` shapes only the thresholded-CAM masks (the ``cam``
+row of ``wsss eval``), so it is tuned on those.
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def _product(*axes: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
 
 
 SEARCH_SPACE: tuple[Grid, ...] = (
+    # The CAMs first: every later grid builds on them (each candidate costs a cam pass).
+    Grid("cam method", ("cam.method",), _product(("cam", "gradcampp"))),
+    Grid(
+        "cam scales",
+        ("cam.scales", "cam.flip"),
+        _product(((1.0,), (1.0, 0.5, 1.5), (1.0, 0.5, 1.5, 2.0)), (False, True)),
+    ),
     Grid("cam threshold", ("cam.threshold",), _product((0.3, 0.4, 0.5, 0.6, 0.7)), CAM_STAGE),
     Grid(
         "background powers",
