@@ -261,3 +261,28 @@ def test_without_true_masks_the_quality_is_unknown(planted, tmp_path):
     quality = estimate_quality(workspace, planted["config"], checked_model_hash(workspace))
     assert quality.miou is None and quality.without == IMAGES
     assert quality.lines()[0].startswith("quality of the masks: unknown")
+
+
+def test_settings_that_lost_on_the_held_out_images_are_objected_to():
+    from wsss_core.stages.tune import HeldOutReport, SearchResult, Trial, TuneResult
+    from wsss_core.tuning.output import held_out_objection
+    from wsss_core.tuning.scores import Estimate
+    from wsss_core.tuning.split import TruthSplit
+
+    start = load_config(None)
+    tuned = with_changes(start, {"crf.bilateral_compat": 5.0})
+    search = SearchResult(start, tuned, (), 1.0, True)
+    assert search.changes == {}  # no trial touched the key: nothing to apply
+    search = replace(
+        search, trials=(Trial("kernel weights", {"crf.bilateral_compat": 5.0}, 0.9, 1),)
+    )
+    assert search.changes == {"crf.bilateral_compat": 5.0}
+
+    def result(gain: float) -> TuneResult:
+        figure = Estimate(0.8, 0.7, 0.9, 30, ())
+        report = HeldOutReport(figure, figure, Estimate(gain, gain - 0.02, gain + 0.02, 30, ()), ())
+        return TuneResult(TruthSplit((), ()), search, report)
+
+    assert "lost -0.014" in held_out_objection(result(-0.014))
+    assert held_out_objection(result(0.0)) is None
+    assert held_out_objection(result(0.02)) is None

@@ -38,6 +38,11 @@ class Tune:
             "scheduled deployments use them",
         )
         parser.add_argument(
+            "--force",
+            action="store_true",
+            help="with --apply: apply even when the tuned settings lost on the held-out images",
+        )
+        parser.add_argument(
             "--seed", type=int, default=0, help="seed of the tuning / held-out split"
         )
 
@@ -47,7 +52,11 @@ class Tune:
         from wsss_core.stages.tune import TUNE_DIR, tune_workspace
         from wsss_core.store.workspace import Workspace
         from wsss_core.store.workspace_config import load_workspace_config
-        from wsss_core.tuning.output import apply_to_workspace, write_tuned_file
+        from wsss_core.tuning.output import (
+            apply_to_workspace,
+            held_out_objection,
+            write_tuned_file,
+        )
         from wsss_core.tuning.split import TooFewTrueMasks
 
         if not args.budget > 0:
@@ -71,9 +80,14 @@ class Tune:
         print("\n".join(tune_lines(result)))
         out = Path(args.out) if args.out else workspace.root / TUNE_DIR / "tuned.yaml"
         print(f"\ntuned settings: {write_tuned_file(result, out)}")
-        if args.apply:
+        objection = held_out_objection(result)
+        if objection:
+            print(f"warning: {objection}", file=sys.stderr)
+        if args.apply and objection and not args.force:
+            print(f"not applied (--force applies them anyway): {objection}", file=sys.stderr)
+        elif args.apply:
             apply_to_workspace(workspace, result)
             print(f"applied to {workspace.config_path}: the next `wsss run` uses them")
-        elif result.search.changes:
+        elif result.search.changes and not objection:
             print(f"use them: wsss run --workspace {workspace.root} --config {out}")
         return 0

@@ -56,6 +56,21 @@ def write_tuned_file(result: TuneResult, path: Path) -> Path:
     return path
 
 
+def held_out_objection(result: TuneResult) -> str | None:
+    """Why the tuned settings should not replace the current ones, or None.
+
+    They lost on the held-out images: the gain the search saw does not carry
+    over, so applying them would be a guess against the evidence.
+    """
+    gain = result.held_out.gain
+    if result.search.changes and gain.miou < 0:
+        return (
+            f"the tuned settings lost {gain.miou:+.3f} mIoU on the {gain.images} held-out "
+            "image(s); the current ones stay"
+        )
+    return None
+
+
 def apply_to_workspace(workspace: Workspace, result: TuneResult) -> PipelineConfig:
     """Write the tuned keys into ``WS/config.yaml``; every other setting stays as saved."""
     with workspace_lock(workspace, "tune --apply"):
