@@ -29,6 +29,11 @@ input size, sum over scales, then divide each map by its own maximum.
 Stochastic selection (``stochastic``, method ``"cam"`` only): each scale's and
 flip's map is instead the mean of many head passes over the cached features,
 each keeping a random subset of hidden units (:mod:`wsss_core.stochastic_cam`).
+
+An MDC classifier (:class:`~wsss_core.model.classifier.MultiDilationClassifier`,
+method ``"cam"`` only, no stochastic selection): each scale's and flip's map is
+its head's ``H_1 + mean(H_d, d > 1)`` over the backbone features
+(:mod:`wsss_core.model.multi_dilation`), then ReLU'd like a plain CAM.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss_core.model.classifier import MultiDilationClassifier
+from wsss_core.model.multi_dilation import MultiDilationHead
 from wsss_core.stochastic_cam import StochasticSelection, image_generators, stochastic_maps
 
 __all__ = ["METHODS", "Method", "class_activation_maps"]
@@ -93,9 +100,10 @@ def class_activation_maps(
         (all-zero maps stay zero).
     """
     class_lists = _validate(images, targets, method, scales)
+    _check_multi_dilation(model, method, target_layer, stochastic)
     generators = _stochastic_generators(stochastic, seeds, method, len(class_lists))
     layer_name, layer = _resolve_layer(model, target_layer)
-    head = _linear_head(model, layer_name) if method == "cam" else None
+    head = _cam_head(model, layer_name) if method == "cam" else None
     batch, _, height, width = images.shape
     counts = [len(c) for c in class_lists]
     if sum(counts) == 0:
@@ -173,6 +181,29 @@ def _stochastic_generators(
     return image_generators(seeds)
 
 
+def _check_multi_dilation(
+    model: nn.Module,
+    method: str,
+    target_layer: str | None,
+    stochastic: StochasticSelection | None,
+) -> None:
+    """The MDC head's maps are its branches' CAMs over ``features``: nothing else applies."""
+    if not isinstance(model, MultiDilationClassifier):
+        return
+    if method != "cam":
+        raise ValueError(
+            f"an MDC classifier's maps are its branches' CAMs: method must be 'cam', got "
+            f"{method!r} (Grad-CAM at the branches, combined the same way, gives the same "
+            "normalised maps)"
+        )
+    if target_layer not in (None, model.cam_layer_name):
+        raise ValueError(
+            f"an MDC classifier's CAMs start from {model.cam_layer_name!r}, not {target_layer!r}"
+        )
+    if stochastic is not None:
+        raise ValueError("stochastic selection needs a linear head; an MDC classifier has none")
+
+
 def _check_class_range(slots: _TargetSlots, num_classes: int) -> None:
     top = int(slots.classes.max())
     if top >= num_classes:
@@ -193,6 +224,13 @@ def _resolve_layer(model: nn.Module, target_layer: str | None) -> tuple[str, nn.
         return name, model.get_submodule(name)
     except AttributeError as err:
         raise ValueError(f"target_layer {name!r} is not a submodule of the model: {err}") from err
+
+
+def _cam_head(model: nn.Module, layer_name: str) -> nn.Linear | MultiDilationHead:
+    """What turns ``layer_name``'s features into CAMs: a linear head or an MDC head."""
+    if isinstance(model, MultiDilationClassifier):
+        return model.head
+    return _linear_head(model, layer_name)
 
 
 def _linear_head(model: nn.Module, layer_name: str) -> nn.Linear:
@@ -329,7 +367,7 @@ def _rescale(images: torch.Tensor, scale: float) -> torch.Tensor:
 def _raw_maps(
     model: nn.Module,
     layer: nn.Module,
-    head: nn.Linear | None,
+    head: nn.Linear | MultiDilationHead | None,
     images: torch.Tensor,
     slots: _TargetSlots,
     method: str,
@@ -351,6 +389,11 @@ def _raw_maps(
         # oneDNN convolutions run 20-30% faster on channels-last inputs (ResNet-50,
         # MobileNetV2, measured on this project's CPUs); the model is left as it is.
         images = images.contiguous(memory_format=torch.channels_last)
+    if isinstance(head, MultiDilationHead):
+        _check_class_range(slots, head.num_classes)
+        with torch.no_grad():  # the features once, each branch once: no forward for scores
+            maps = head.class_maps(layer(images), slots.classes).relu()
+        return _unflipped(maps, slots, batch, flip)
     scores, activation = _forward(model, layer, images, reroot=method != "cam")
     _check_class_range(slots, scores.shape[1])
     if method == "cam":
@@ -364,6 +407,11 @@ def _raw_maps(
         # [N, S, K] x [N, K, h*w] -> [N, S, h, w]: every target's map in one batched matmul.
         maps = torch.bmm(weights, activation.detach().flatten(2))
         maps = maps.unflatten(2, activation.shape[2:]).relu()
+    return _unflipped(maps, slots, batch, flip)
+
+
+def _unflipped(maps: torch.Tensor, slots: _TargetSlots, batch: int, flip: bool) -> torch.Tensor:
+    """Maps ``[N, S, h, w]`` -> ``[T, h, w]``: flipped copies added back, padding dropped."""
     if flip:
         maps = maps[:batch] + maps[batch:].flip(-1)
         slots = _TargetSlots(slots.classes[:batch], slots.valid[:batch])

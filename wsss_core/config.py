@@ -13,6 +13,7 @@ upstream of it, so changing a CRF parameter invalidates the CRF output only.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,6 +43,22 @@ class _Section(BaseModel):
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+# An MDC branch's dilation in feature cells; beyond the grid a 3x3 tap reads only padding.
+Dilation = Annotated[int, Field(ge=1, le=64)]
+
+
+def check_dilations(dilations: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """MDC dilations as a tuple: strictly increasing from 1 (H1, the undilated branch, first).
+
+    The one rule, for the config and the library's head alike.
+    """
+    values = tuple(int(d) for d in dilations)
+    if not values or values[0] != 1:
+        raise ValueError("the dilations must start with 1 (the undilated branch)")
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError("the dilations must be strictly increasing")
+    return values
+
 
 # torchvision backbones the classifier can cut into a feature extractor
 # (``model/classifier.BACKBONES`` builds each; a test keeps the two lists equal).
@@ -125,6 +143,29 @@ class TrainConfig(_Section):
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader workers; null: 0 on CPU, up to 8 on CUDA"
     )
+    multi_dilation: tuple[Dilation, ...] = Field(
+        (),
+        description="MDC head (Wei et al., CVPR 2018; wsss_core/model/multi_dilation.py) "
+        "instead of GAP + linear: one 3x3 convolution branch per dilation (starting with 1, "
+        "increasing) on the last features, each with its own GAP + linear classifier, trained "
+        "together (branch losses summed); CAM = the d=1 branch's map + the mean of the dilated "
+        "branches' maps, so cells next to the most discriminative part score too; []: off. "
+        "Changing it retrains. Method cam only, no stochastic passes. Cost: per branch a 3x3 "
+        "convolution to multi_dilation_width channels at every feature cell (mobilenet_v2 at "
+        "128 px, width 128: about 1.6x the cam stage's work and 1.4x a training step; "
+        "ARCHITECTURE.md, 'Remedies')",
+    )
+    multi_dilation_width: int = Field(
+        128,
+        ge=1,
+        description="MDC head: channels of each branch's convolution (its classifier's input); "
+        "the head's cost grows with it",
+    )
+
+    @field_validator("multi_dilation")
+    @classmethod
+    def _valid_dilations(cls, dilations: tuple[int, ...]) -> tuple[int, ...]:
+        return check_dilations(dilations) if dilations else dilations
 
     @field_validator("crop_scale")
     @classmethod
@@ -384,6 +425,25 @@ class PipelineConfig(_Section):
     crf: CrfConfig = CrfConfig()
     review: ReviewConfig = ReviewConfig()
 
+    @field_validator("cam")
+    @classmethod
+    def _cam_fits_the_head(cls, cam: CamConfig, info: ValidationInfo) -> CamConfig:
+        train = info.data.get("train")  # absent when the train section itself was refused
+        if train is None or not train.multi_dilation:
+            return cam
+        if cam.method != "cam":
+            raise ValueError(
+                f"train.multi_dilation (the MDC head) makes its maps from its branches' CAMs: "
+                f"it needs method cam, not {cam.method} (Grad-CAM at the branches, combined the "
+                "same way, gives the same normalised maps)"
+            )
+        if cam.stochastic_passes:
+            raise ValueError(
+                "stochastic_passes drops hidden units of a linear head over the last features; "
+                "train.multi_dilation (the MDC head) has none: set one of them off"
+            )
+        return cam
+
     @classmethod
     def from_yaml(cls, path: Path) -> PipelineConfig:
         """The file's settings over the defaults; a :class:`ConfigError` naming the file."""
@@ -466,16 +526,22 @@ SWITCHED_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
         )
     },
     "seeds": {"superpixels": ("superpixel_compactness",)},
+    "train": {"multi_dilation": ("multi_dilation_width",)},
 }
+
+
+def switched_off(section: str, settings: BaseModel) -> set[str]:
+    """The settings of ``section`` that are an option switched off, the switch included."""
+    off: set[str] = set()
+    for switch, dependents in SWITCHED_SETTINGS.get(section, {}).items():
+        if not getattr(settings, switch):
+            off |= {switch, *dependents}
+    return off
 
 
 def _left_out_of_lineage(section: str, settings: BaseModel) -> set[str]:
     """The fields of ``section`` that do not enter its stages' lineage."""
-    left_out = set(NOT_IN_LINEAGE.get(section, ()))
-    for switch, dependents in SWITCHED_SETTINGS.get(section, {}).items():
-        if not getattr(settings, switch):
-            left_out |= {switch, *dependents}
-    return left_out
+    return set(NOT_IN_LINEAGE.get(section, ())) | switched_off(section, settings)
 
 
 def stage_config_hash(config: PipelineConfig, stage: str) -> str:

@@ -5,11 +5,11 @@ dict that loads with ``weights_only=True`` and needs nothing from the training
 loop: ``backbone``, ``class_names``, ``config`` (the training config actually
 used, ``image_size`` and ``epochs`` resolved), ``metrics`` (epoch, val_map,
 per_class_ap, train_loss, epochs, complete), ``lineage`` and ``state_dict``
-(a :class:`~wsss_core.model.classifier.CamClassifier`)::
+(a :class:`~wsss_core.model.classifier.CamClassifier`, or with
+``config["multi_dilation"]`` a ``MultiDilationClassifier``)::
 
     payload = torch.load("classifier.pt", weights_only=True)
-    model = build_classifier(payload["backbone"], len(payload["class_names"]),
-                             payload["config"]["output_stride"])
+    model = classifier_for(payload["config"], len(payload["class_names"]))
     model.load_state_dict(payload["state_dict"])
 
 ``models/candidate.pt`` is the same format: the best model of a training run
@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from wsss_core.model.classifier import CamClassifier, build_classifier
+from wsss_core.model.classifier import Classifier, classifier_for
 from wsss_core.model.device import resolve_device
 from wsss_core.store.atomic import save_torch_atomic
 
@@ -79,7 +79,7 @@ def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(
     path: Path,
-    model: CamClassifier | dict[str, torch.Tensor],
+    model: Classifier | dict[str, torch.Tensor],
     class_names: Sequence[str],
     config: dict[str, Any],
     metrics: dict[str, Any],
@@ -119,7 +119,7 @@ def check_class_names(
 
 @dataclass(frozen=True)
 class LoadedClassifier:
-    model: CamClassifier
+    model: Classifier
     class_names: tuple[str, ...]
     image_size: int
     val_map: float
@@ -186,8 +186,8 @@ def load_checkpoint(
         raise ValueError(f"{path}: not a wsss classifier checkpoint")
     if class_names is not None:
         check_class_names(payload["class_names"], class_names, path, "; retrain the classifier")
-    output_stride = int(payload["config"].get("output_stride", 32))
-    model = build_classifier(payload["backbone"], len(payload["class_names"]), output_stride)
+    recorded = {**payload["config"], "backbone": payload["backbone"]}
+    model = classifier_for(recorded, len(payload["class_names"]))
     model.load_state_dict(payload["state_dict"])
     model.to(resolve_device(device)).eval()
     return LoadedClassifier(

@@ -1,18 +1,24 @@
 """CAM-ready multi-label classifiers built from torchvision backbones.
 
-Every model here is ``features -> global average pooling -> linear``. That
+The default model is ``features -> global average pooling -> linear``. That
 shape is what makes a class activation map a single matrix product (Zhou et
 al., CVPR 2016): ``CAM_c = sum_k W[c, k] * A_k`` over the feature maps ``A``.
+With ``train.multi_dilation`` the head is instead the multi-dilated
+convolution branches of :mod:`~wsss_core.model.multi_dilation`, each its own
+GAP + linear classifier (:class:`MultiDilationClassifier`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision import models
+
+from wsss_core.model.multi_dilation import MultiDilationHead
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,42 @@ class CamClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images).mean(dim=(2, 3)))
 
+    def training_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The scores each term of the training loss is taken on: here the one output."""
+        return (self(images),)
+
+
+class MultiDilationClassifier(nn.Module):
+    """``features`` then the MDC head: dilated 3x3 branches, each GAP + its own linear.
+
+    ``features`` is the CAM layer as in :class:`CamClassifier`; the maps are the
+    head's (:meth:`MultiDilationHead.class_maps`), the scores its combined logits.
+    """
+
+    cam_layer_name = "features"
+
+    def __init__(
+        self,
+        features: nn.Module,
+        feature_channels: int,
+        num_classes: int,
+        dilations: Sequence[int],
+        width: int,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.head = MultiDilationHead(feature_channels, num_classes, dilations, width)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def training_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each branch's scores: training sums their losses (Wei et al. 2018)."""
+        return self.head.branch_logits(self.features(images))
+
+
+Classifier = CamClassifier | MultiDilationClassifier
+
 
 def _remove_last_stride(features: nn.Module) -> None:
     """Output stride 32 -> 16: the last downsampling stage keeps its resolution (as IRN does).
@@ -86,8 +128,18 @@ def _remove_last_stride(features: nn.Module) -> None:
             module.stride = (1, 1)
 
 
-def build_classifier(backbone: str, num_classes: int, output_stride: int = 32) -> CamClassifier:
-    """A randomly initialised CAM-ready classifier for ``num_classes`` labels."""
+def build_classifier(
+    backbone: str,
+    num_classes: int,
+    output_stride: int = 32,
+    dilations: Sequence[int] = (),
+    dilated_width: int = 0,
+) -> Classifier:
+    """A randomly initialised CAM-ready classifier for ``num_classes`` labels.
+
+    ``dilations`` (non-empty): the MDC head, one branch of ``dilated_width``
+    channels per dilation, instead of the linear head.
+    """
     if backbone not in BACKBONES:
         known = ", ".join(sorted(BACKBONES))
         raise ValueError(f"unknown backbone {backbone!r}; choose one of: {known}")
@@ -100,4 +152,24 @@ def build_classifier(backbone: str, num_classes: int, output_stride: int = 32) -
         _remove_last_stride(features)
     elif output_stride != 32:
         raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
+    if dilations:
+        return MultiDilationClassifier(
+            features, spec.feature_channels, num_classes, dilations, dilated_width
+        )
     return CamClassifier(features, spec.feature_channels, num_classes)
+
+
+def classifier_for(train_config: Mapping[str, Any], num_classes: int) -> Classifier:
+    """The architecture a train config describes (a checkpoint's recorded one included).
+
+    Training and checkpoint loading both build through here, so a checkpoint
+    always reloads into the architecture it was trained as. Keys that older
+    checkpoints lack mean what they meant then (stride 32, the linear head).
+    """
+    return build_classifier(
+        str(train_config["backbone"]),
+        num_classes,
+        int(train_config.get("output_stride") or 32),
+        dilations=tuple(train_config.get("multi_dilation") or ()),
+        dilated_width=int(train_config.get("multi_dilation_width") or 0),
+    )

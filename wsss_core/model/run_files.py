@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from wsss_core.config import TrainConfig
+from wsss_core.config import TrainConfig, switched_off
 from wsss_core.data.manifest import Manifest
 from wsss_core.model.checkpoint import (
     TRAINING_STATE_FORMAT,
@@ -31,7 +31,7 @@ from wsss_core.model.checkpoint import (
     read_payload,
     save_checkpoint,
 )
-from wsss_core.model.classifier import CamClassifier
+from wsss_core.model.classifier import Classifier
 from wsss_core.model.history import EpochMetrics, write_history
 
 
@@ -39,7 +39,7 @@ from wsss_core.model.history import EpochMetrics, write_history
 class RunState:
     """Everything that changes while training; ``last.pt`` is this, serialised."""
 
-    model: CamClassifier
+    model: Classifier
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -51,8 +51,12 @@ class RunState:
 
 
 def requested_config(config: TrainConfig) -> dict[str, Any]:
-    """The train config as given (before sizing): what a resume must be asked with again."""
-    return config.model_dump(mode="json")
+    """The train config as given (before sizing): what a resume must be asked with again.
+
+    Without the settings of an option that is off, as in the lineage: a run saved
+    before the option existed stays resumable.
+    """
+    return config.model_dump(mode="json", exclude=switched_off("train", config))
 
 
 def check_resumable(

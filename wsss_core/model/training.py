@@ -1,7 +1,8 @@
 """The training loop of the multi-label CAM classifier on the manifest's image-level labels.
 
 One epoch: shuffle the ``train`` split, random resized crop + optional flip +
-colour jitter (:mod:`~wsss_core.model.transforms`), BCE-with-logits, AdamW with
+colour jitter (:mod:`~wsss_core.model.transforms`), BCE-with-logits (summed over
+the branches of an MDC head, each with its own classifier), AdamW with
 separate backbone/head learning rates, per-step linear warm-up then cosine
 decay, AMP on CUDA. Then validation mAP and per-class AP on ``val``. What each
 epoch writes, and when ``classifier.pt`` changes, is :mod:`~wsss_core.model.run_files`'s.
@@ -15,7 +16,9 @@ rest of the state (weights, AdamW moments, schedule, AMP scale) is in
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import random
 import time
 from collections.abc import Callable
@@ -35,7 +38,7 @@ from wsss_core.metrics import mean_average_precision
 # Called as run_files.step(...): one protocol, read as such, and a fault drill can stop any step.
 from wsss_core.model import run_files
 from wsss_core.model.checkpoint import TrainingPaths, load_training_state
-from wsss_core.model.classifier import CamClassifier, build_classifier
+from wsss_core.model.classifier import Classifier, classifier_for
 from wsss_core.model.dataset import LabelledImages, training_records, warn_about_classes
 from wsss_core.model.device import resolve_device
 from wsss_core.model.history import EpochMetrics, plot_curves
@@ -75,7 +78,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0])
 
 
-def param_groups(model: CamClassifier, config: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(model: Classifier, config: TrainConfig) -> list[dict[str, Any]]:
     return [
         {
             "params": list(model.features.parameters()),
@@ -122,7 +125,7 @@ def build_run(
     initial_weights: bool,
 ) -> run_files.RunState:
     seed_everything(config.seed)
-    model = build_classifier(config.backbone, num_classes, config.output_stride)
+    model = classifier_for(config.model_dump(mode="json"), num_classes)
     if initial_weights and config.weights:
         load_initial_weights(model, config.backbone, config.weights, log=log)
     model.to(device)
@@ -151,8 +154,10 @@ def _train_one_epoch(
     total, batches = 0.0, 0
     for images, targets in loader:
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = run.model(images.to(device, non_blocking=True))
-        loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
+            outputs = run.model.training_logits(images.to(device, non_blocking=True))
+        targets = targets.to(device, non_blocking=True)
+        # One output: its loss as it is; MDC branches: the sum of theirs (Wei et al. 2018).
+        loss = functools.reduce(operator.add, (loss_fn(out.float(), targets) for out in outputs))
         if not torch.isfinite(loss):
             if bar is not None:
                 bar.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torchvision import models
 
-from wsss_core.model.classifier import BACKBONES, CamClassifier, _feature_extractor
+from wsss_core.model.classifier import BACKBONES, Classifier, _feature_extractor
 
 
 def _offline_package_dir() -> Path | None:
@@ -76,7 +76,7 @@ def _describe(keys: list[str], limit: int = 4) -> str:
 
 
 def load_initial_weights(
-    model: CamClassifier, backbone: str, weights: str, log: Callable[[str], None] = print
+    model: Classifier, backbone: str, weights: str, log: Callable[[str], None] = print
 ) -> None:
     """Copy pretrained weights into ``model.features``; the head stays freshly initialised.
 
@@ -87,8 +87,9 @@ def load_initial_weights(
     backbone are an error.
     """
     state = _resolve_state_dict(backbone, weights)
-    if "head.weight" in state and all(k.startswith(("features.", "head.")) for k in state):
-        # a CamClassifier state_dict (a wsss checkpoint): its backbone, a new head
+    wsss_keys = all(k.startswith(("features.", "head.")) for k in state)
+    if wsss_keys and any(k.startswith("head.") for k in state):
+        # a wsss classifier's state_dict (linear or MDC head): its backbone, a new head
         _load_features(model.features, state, "features.", weights, backbone, log)
         return
     reference = BACKBONES[backbone].build(weights=None)
