@@ -82,6 +82,10 @@ OTHER_VIOLATIONS = [
     ("device", None, "device", "gpu", "should match pattern"),
     ("train.backbone", "train", "backbone", "vgg16", "Input should be 'resnet18'"),
     ("train.crop_scale", "train", "crop_scale", [0.9, 0.5], "0 < low <= high <= 1"),
+    ("train.multi_dilation.1", "train", "multi_dilation", [1, 0], "greater than or equal to 1"),
+    ("train.multi_dilation.1", "train", "multi_dilation", [1, 65], "less than or equal to 64"),
+    ("train.multi_dilation", "train", "multi_dilation", [3, 6], "must start with 1"),
+    ("train.multi_dilation", "train", "multi_dilation", [1, 6, 3], "strictly increasing"),
     ("cam.scales", "cam", "scales", [], "at least 1 item"),
     ("cam.scales.1", "cam", "scales", [1.0, 0.0], "greater than 0"),
     ("crf.background_powers", "crf", "background_powers", [], "at least 1 item"),
@@ -137,7 +141,12 @@ def test_every_numeric_setting_carries_a_bound():
     lists = {
         key for key, _, _, field in _settings() if typing.get_origin(field.annotation) is tuple
     }
-    assert lists == {"train.crop_scale", "cam.scales", "crf.background_powers"}
+    assert lists == {
+        "train.crop_scale",
+        "train.multi_dilation",
+        "cam.scales",
+        "crf.background_powers",
+    }
 
 
 def test_the_library_crf_takes_the_pipelines_defaults_and_bounds():

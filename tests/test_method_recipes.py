@@ -23,6 +23,8 @@ from tiny_pipeline import TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import PipelineConfig, load_config
 from wsss_core.data.manifest import read_manifest
+from wsss_core.model.checkpoint import load_checkpoint
+from wsss_core.model.classifier import MultiDilationClassifier
 from wsss_core.stages.image_failures import read_image
 from wsss_core.stages.registry import MAP_STAGE_RUNNERS
 from wsss_core.store.maps import read_cam_shard, read_label_shard
@@ -37,6 +39,8 @@ TINY: dict[str, Any] = {
     "demo": {"num_images": 24, "image_size": 64, "seed": 5},
     "train": TINY_TRAIN,
     "cam": TINY_CAM,
+    # Off here (and then out of every lineage); the affinity recipe switches it on over these.
+    "affinity": {"input_side": 64, "train_images": 12, "epochs": 1, "train_radius": 5},
     "crf": {"background_powers": [1.0]},
 }
 SHARDS, IMAGES = 3, 24
@@ -44,6 +48,8 @@ SHARDS, IMAGES = 3, 24
 RECIPE_KEYS = {
     "stochastic": ("cam", {"stochastic_passes"}),
     "superpixels": ("seeds", {"superpixels"}),
+    "multi_dilation": ("train", {"multi_dilation"}),
+    "affinity": ("affinity", {"enabled"}),
 }
 
 
@@ -117,6 +123,23 @@ def _recomputed(stages: dict[str, int]) -> str:
     )
 
 
+def _cams_recomputed_elsewhere(labelled: Workspace, workspace: Workspace, root: Path) -> dict:
+    """Shard 0's CAMs computed again in a copy, in another thread of a process with another
+    torch thread count (as a Dask worker is), with the config and model ``workspace``'s run used.
+    """
+    again = _copy(labelled, root)
+    shutil.copytree(workspace.models_dir, again.models_dir, dirs_exist_ok=True)
+    config = load_config(workspace.config_path)  # what the run used, saved by it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(MAP_STAGE_RUNNERS["cam"].run, again, config, 0, False, None).result()
+    finally:
+        torch.set_num_threads(threads)
+    return {r.image_id: r.cams for r in read_cam_shard(again.shard_path("cam", 0))}
+
+
 def test_the_stochastic_recipe_runs_and_recomputes_cam_and_below(
     labelled, tmp_path, capsys, prefect_harness
 ):
@@ -129,19 +152,10 @@ def test_the_stochastic_recipe_runs_and_recomputes_cam_and_below(
     after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
     assert before.keys() == after.keys()
     assert any(not np.array_equal(before[i], after[i]) for i in before)
-    # The same shard computed again elsewhere, in another thread of a process with another
-    # torch thread count (as a Dask worker is), holds bit-identical maps.
-    again = _copy(labelled, tmp_path / "again")
+    # The same shard computed again elsewhere holds bit-identical maps.
     config = load_config(workspace.config_path)  # what the run used, saved by it
     assert config.cam.stochastic_passes == _recipe("stochastic")["cam"]["stochastic_passes"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2 if threads == 1 else 1)
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(MAP_STAGE_RUNNERS["cam"].run, again, config, 0, False, None).result()
-    finally:
-        torch.set_num_threads(threads)
-    recomputed = {r.image_id: r.cams for r in read_cam_shard(again.shard_path("cam", 0))}
+    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
     for image_id, cams in after.items():
         np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
 
@@ -162,6 +176,42 @@ def test_the_superpixels_recipe_runs_and_recomputes_seeds_and_below(
         segments = superpixel_labels(pixels, settings.superpixels, settings.superpixel_compactness)
         for label in np.unique(segments):
             assert len(np.unique(row.labels[segments == label])) == 1, row.image_id
+
+
+def test_the_multi_dilation_recipe_retrains_in_the_run_and_recomputes_every_stage(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "multi_dilation", capsys)
+    assert "(trained)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
+    assert "mIoU per stage" in out
+    dilations = tuple(_recipe("multi_dilation")["train"]["multi_dilation"])
+    classifier = load_checkpoint(workspace.model_path)  # rebuilt from what it records
+    assert isinstance(classifier.model, MultiDilationClassifier)
+    assert classifier.model.head.dilations == dilations
+    assert tuple(classifier.config["multi_dilation"]) == dilations
+    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
+    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
+    for image_id, cams in after.items():
+        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
+    # The next run with the recipe keeps that classifier and every map, as for the defaults.
+    out = _run(workspace, "multi_dilation", capsys)
+    assert "(reused)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
+
+
+def test_the_affinity_recipe_runs_and_recomputes_affinity_and_crf(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    """Over the saved tiny affinity settings (test_orchestration tests the stage itself)."""
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "affinity", capsys)
+    assert "(reused)" in out
+    stages = {"cam": 0, "affinity": SHARDS, "seeds": 0, "grown": 0, "crf": SHARDS}
+    assert f"shards recomputed: {_recomputed(stages)}" in out
+    assert load_config(workspace.config_path).affinity.enabled
+    assert len(list((workspace.models_dir / "affinity").glob("*.pt"))) == 1
 
 
 def test_an_unreadable_image_is_that_images_seeds_failure(labelled, tmp_path):
