@@ -23,11 +23,11 @@ from wsss_core.model.reuse import train_or_reuse
 from wsss_core.stages.evaluate_stage import thresholded_cam
 from wsss_core.stages.ingest_stage import ingest
 from wsss_core.stages.tune import TUNE_DIR, search_settings, tune_workspace
+from wsss_core.stages.tune_output import apply_to_workspace, nested, write_tuned_file
 from wsss_core.store.comparison import ComparisonLayout
 from wsss_core.store.maps import iter_stage_cams
 from wsss_core.store.workspace import Workspace
 from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
-from wsss_core.tuning.output import apply_to_workspace, nested, write_tuned_file
 from wsss_core.tuning.scores import ImageScores, estimate, mean_iou, paired_gain
 from wsss_core.tuning.space import SEARCH_SPACE, grids_for, with_changes
 from wsss_core.tuning.split import MIN_TRUE_MASKS, TooFewTrueMasks, split_true_masks
@@ -228,8 +228,8 @@ def test_the_affinity_walk_is_searched_only_with_its_stage_on():
 def test_the_quality_estimate_is_reported_and_kept_while_its_maps_hold(planted, tmp_path):
     from wsss_core.report.run_report import RunSummary, write_run_report
     from wsss_core.stages.common import checked_model_hash
+    from wsss_core.stages.quality import estimate_quality, saved_quality
     from wsss_core.stages.status import workspace_status
-    from wsss_core.tuning.quality import estimate_quality, saved_quality
 
     workspace = Workspace(tmp_path / "ws")
     shutil.copytree(planted["workspace"].root, workspace.root)
@@ -251,7 +251,7 @@ def test_the_quality_estimate_is_reported_and_kept_while_its_maps_hold(planted, 
 
 def test_without_true_masks_the_quality_is_unknown(planted, tmp_path):
     from wsss_core.stages.common import checked_model_hash
-    from wsss_core.tuning.quality import estimate_quality
+    from wsss_core.stages.quality import estimate_quality
 
     workspace = Workspace(tmp_path / "ws")
     shutil.copytree(planted["workspace"].root, workspace.root)
@@ -265,7 +265,7 @@ def test_without_true_masks_the_quality_is_unknown(planted, tmp_path):
 
 def test_settings_that_lost_on_the_held_out_images_are_objected_to():
     from wsss_core.stages.tune import HeldOutReport, SearchResult, Trial, TuneResult
-    from wsss_core.tuning.output import held_out_objection
+    from wsss_core.stages.tune_output import held_out_objection
     from wsss_core.tuning.scores import Estimate
     from wsss_core.tuning.split import TruthSplit
 

@@ -50,13 +50,13 @@ class Tune:
     def run(args: argparse.Namespace) -> int:
         from wsss_core.report.tuning import tune_lines
         from wsss_core.stages.tune import TUNE_DIR, tune_workspace
-        from wsss_core.store.workspace import Workspace
-        from wsss_core.store.workspace_config import load_workspace_config
-        from wsss_core.tuning.output import (
+        from wsss_core.stages.tune_output import (
             apply_to_workspace,
             held_out_objection,
             write_tuned_file,
         )
+        from wsss_core.store.workspace import Workspace
+        from wsss_core.store.workspace_config import load_workspace_config
         from wsss_core.tuning.split import TooFewTrueMasks
 
         if not args.budget > 0:

@@ -16,10 +16,10 @@ from wsss_core.stages.common import ShardFailure, shard_maps_current
 from wsss_core.stages.crf_stage import RecoveredMask
 from wsss_core.stages.evaluate_stage import Evaluation, thresholded_cam
 from wsss_core.stages.image_failures import ImageFailure
+from wsss_core.stages.quality import QualityEstimate, estimate_quality, save_quality
 from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
-from wsss_core.tuning.quality import QualityEstimate, estimate_quality, save_quality
 
 LABEL_STAGES = ("seeds", "grown", "crf")
 

@@ -138,7 +138,6 @@ class ImageGuard:
             )
         )
 
-
     def _noted(self, error: Exception, record: ImageRecord) -> Exception:
         """``error``, noting the image it met (the shard's failure message shows notes)."""
         error.add_note(f"while the {self.stage} stage computed {record.image_id} ({record.uri})")

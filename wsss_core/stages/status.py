@@ -28,9 +28,9 @@ from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
 from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, output_is_current
 from wsss_core.stages.image_failures import ImageFailure, failed_image_lines, stored_failures
+from wsss_core.stages.quality import QualityEstimate, saved_quality
 from wsss_core.store.maps import reusable_ids
 from wsss_core.store.workspace import Workspace
-from wsss_core.tuning.quality import QualityEstimate, saved_quality
 
 ShardState = Literal["done", "stale", "missing"]
 
