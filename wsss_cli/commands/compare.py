@@ -45,7 +45,7 @@ class Compare:
             default_out_dir,
             manifest_image_ids,
         )
-        from wsss_core.store.comparison import unknown_image_ids
+        from wsss_core.stages.compare_images import unknown_image_ids
         from wsss_core.store.workspace import Workspace
 
         configs = _load_configs(args.configs)

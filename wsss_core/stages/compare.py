@@ -19,6 +19,7 @@ from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import Manifest
 from wsss_core.model.comparison import comparison_classifier
 from wsss_core.stages.common import checked_model_hash, map_stages, shard_count
+from wsss_core.stages.compare_images import write_images_manifest
 from wsss_core.stages.compare_scores import StageTally, score_maps
 from wsss_core.stages.registry import map_stage
 from wsss_core.store.atomic import remove_leftover_temp_files
@@ -29,7 +30,6 @@ from wsss_core.store.comparison import (
     ShardCost,
     save_cost,
     saved_cost,
-    write_images_manifest,
 )
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace

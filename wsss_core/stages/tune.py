@@ -31,9 +31,10 @@ from wsss_core.data.manifest import read_manifest
 from wsss_core.model.comparison import workspace_classifier_fits
 from wsss_core.stages.common import shard_count
 from wsss_core.stages.compare import compute_maps
+from wsss_core.stages.compare_images import write_images_manifest
 from wsss_core.stages.evaluate_stage import stage_predictions
 from wsss_core.store.atomic import remove_leftover_temp_files
-from wsss_core.store.comparison import ComparisonLayout, write_images_manifest
+from wsss_core.store.comparison import ComparisonLayout
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.tuning.scores import (
