@@ -196,6 +196,9 @@ def test_a_truncated_image_fails_alone_and_is_retried_when_its_file_changes(
     finally:
         Path(victim.uri).write_bytes(original)  # a new size and mtime: a changed file
 
+    # Status agrees with the run: the changed file is pending in cam, as is its shard below.
+    status = workspace_status(workspace, load_config(trained["config"]))
+    assert status.stage("cam").pending == 1
     state, fixed = _label(workspace, trained["config"])
     assert state.is_completed()
     assert fixed.failed_images == ()

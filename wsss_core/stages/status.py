@@ -27,7 +27,12 @@ from wsss_core.model.affinity_head import head_lineage
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
 from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, output_is_current
-from wsss_core.stages.image_failures import ImageFailure, failed_image_lines, stored_failures
+from wsss_core.stages.image_failures import (
+    ImageFailure,
+    failed_image_lines,
+    file_stamp,
+    stored_failures,
+)
 from wsss_core.stages.quality import QualityEstimate, saved_quality
 from wsss_core.store.maps import reusable_ids
 from wsss_core.store.workspace import Workspace
@@ -212,6 +217,9 @@ def stage_status(
         failed = ()
         if state == "done":
             failed = tuple(stored_failures(stage, index, workspace.shard_path(stage, index)))
+            retried = sum(f.stamp != file_stamp(f.uri) for f in failed)
+            if retried:  # a failed image's file changed: the next run retries it
+                state, reusable, failed = "stale", len(records) - retried, ()
         statuses.append(ShardStatus(index, len(records), state, reusable, failed))
     return StageStatus(stage, tuple(statuses))
 
