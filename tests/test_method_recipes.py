@@ -24,7 +24,7 @@ from tiny_pipeline import TINY_CAM, TINY_TRAIN
 from wsss_core.config import PipelineConfig, load_config
 from wsss_core.data.manifest import read_manifest
 from wsss_core.model.checkpoint import load_checkpoint
-from wsss_core.model.classifier import MultiDilationClassifier
+from wsss_core.model.classifier import MultiDilationClassifier, OnlineErasingClassifier
 from wsss_core.stages.image_failures import read_image
 from wsss_core.stages.registry import MAP_STAGE_RUNNERS
 from wsss_core.store.maps import read_cam_shard, read_label_shard
@@ -50,6 +50,7 @@ RECIPE_KEYS = {
     "superpixels": ("seeds", {"superpixels"}),
     "multi_dilation": ("train", {"multi_dilation"}),
     "affinity": ("affinity", {"enabled"}),
+    "erasing": ("train", {"online_erasing_threshold"}),
 }
 
 
@@ -197,6 +198,27 @@ def test_the_multi_dilation_recipe_retrains_in_the_run_and_recomputes_every_stag
         np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
     # The next run with the recipe keeps that classifier and every map, as for the defaults.
     out = _run(workspace, "multi_dilation", capsys)
+    assert "(reused)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
+
+
+def test_the_erasing_recipe_retrains_in_the_run_and_recomputes_every_stage(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "erasing", capsys)
+    assert "(trained)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
+    assert "mIoU per stage" in out
+    threshold = _recipe("erasing")["train"]["online_erasing_threshold"]
+    classifier = load_checkpoint(workspace.model_path)  # rebuilt from what it records
+    assert isinstance(classifier.model, OnlineErasingClassifier)
+    assert classifier.model.head.threshold == threshold
+    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
+    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
+    for image_id, cams in after.items():
+        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
+    out = _run(workspace, "erasing", capsys)
     assert "(reused)" in out
     assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
 

@@ -34,6 +34,12 @@ An MDC classifier (:class:`~wsss_core.model.classifier.MultiDilationClassifier`,
 method ``"cam"`` only, no stochastic selection): each scale's and flip's map is
 its head's ``H_1 + mean(H_d, d > 1)`` over the backbone features
 (:mod:`wsss_core.model.multi_dilation`), then ReLU'd like a plain CAM.
+
+An online-erasing classifier (:class:`~wsss_core.model.classifier.OnlineErasingClassifier`,
+ACoL; method ``"cam"`` only, no stochastic selection): each scale's and flip's map
+is the element-wise max of its two heads' normalised maps, the second head's
+over the features its first head's high maps of the image's targets erase
+(:mod:`wsss_core.model.online_erasing`).
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss_core.model.classifier import MultiDilationClassifier
+from wsss_core.model.classifier import MultiDilationClassifier, OnlineErasingClassifier
 from wsss_core.model.multi_dilation import MultiDilationHead
+from wsss_core.model.online_erasing import OnlineErasingHead
 from wsss_core.stochastic_cam import StochasticSelection, image_generators, stochastic_maps
 
 __all__ = ["METHODS", "Method", "class_activation_maps"]
@@ -187,7 +194,26 @@ def _check_multi_dilation(
     target_layer: str | None,
     stochastic: StochasticSelection | None,
 ) -> None:
-    """The MDC head's maps are its branches' CAMs over ``features``: nothing else applies."""
+    """The MDC head's maps are its branches' CAMs over ``features``: nothing else applies.
+
+    The same for online erasing's two heads (ACoL), whose maps are fused from both.
+    """
+    if isinstance(model, OnlineErasingClassifier):
+        if method != "cam":
+            raise ValueError(
+                f"an online-erasing classifier's maps are its two heads' CAMs fused by max: "
+                f"method must be 'cam', got {method!r}"
+            )
+        if target_layer not in (None, model.cam_layer_name):
+            raise ValueError(
+                f"an online-erasing classifier's CAMs start from {model.cam_layer_name!r}, "
+                f"not {target_layer!r}"
+            )
+        if stochastic is not None:
+            raise ValueError(
+                "stochastic selection needs one linear head; an online-erasing classifier has two"
+            )
+        return
     if not isinstance(model, MultiDilationClassifier):
         return
     if method != "cam":
@@ -226,9 +252,11 @@ def _resolve_layer(model: nn.Module, target_layer: str | None) -> tuple[str, nn.
         raise ValueError(f"target_layer {name!r} is not a submodule of the model: {err}") from err
 
 
-def _cam_head(model: nn.Module, layer_name: str) -> nn.Linear | MultiDilationHead:
-    """What turns ``layer_name``'s features into CAMs: a linear head or an MDC head."""
-    if isinstance(model, MultiDilationClassifier):
+def _cam_head(
+    model: nn.Module, layer_name: str
+) -> nn.Linear | MultiDilationHead | OnlineErasingHead:
+    """What turns ``layer_name``'s features into CAMs: a linear, an MDC or an erasing head."""
+    if isinstance(model, MultiDilationClassifier | OnlineErasingClassifier):
         return model.head
     return _linear_head(model, layer_name)
 
@@ -367,7 +395,7 @@ def _rescale(images: torch.Tensor, scale: float) -> torch.Tensor:
 def _raw_maps(
     model: nn.Module,
     layer: nn.Module,
-    head: nn.Linear | MultiDilationHead | None,
+    head: nn.Linear | MultiDilationHead | OnlineErasingHead | None,
     images: torch.Tensor,
     slots: _TargetSlots,
     method: str,
@@ -393,6 +421,11 @@ def _raw_maps(
         _check_class_range(slots, head.num_classes)
         with torch.no_grad():  # the features once, each branch once: no forward for scores
             maps = head.class_maps(layer(images), slots.classes).relu()
+        return _unflipped(maps, slots, batch, flip)
+    if isinstance(head, OnlineErasingHead):
+        _check_class_range(slots, head.num_classes)
+        with torch.no_grad():  # each copy (flipped ones too) is erased by its own first map
+            maps = head.class_maps(layer(images), slots.classes, slots.valid)
         return _unflipped(maps, slots, batch, flip)
     scores, activation = _forward(model, layer, images, reroot=method != "cam")
     _check_class_range(slots, scores.shape[1])

@@ -162,6 +162,30 @@ class TrainConfig(_Section):
         "the head's cost grows with it",
     )
 
+    online_erasing_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="online adversarial erasing (ACoL, Zhang et al., CVPR 2018; "
+        "wsss_core/model/online_erasing.py): a second linear head, trained together with the "
+        "first (losses summed), sees the last features with every cell where the first head's "
+        "normalised CAM of one of the image's labelled classes is >= this set to zero, so it "
+        "has to find the object elsewhere; CAM = the element-wise max of the two heads' "
+        "normalised maps; null: off (ACoL uses 0.6). Changing it retrains. Method cam only, no "
+        "stochastic passes, not with multi_dilation. Cost: a second head product and an erased "
+        "copy of the last features per step and per cam pass (mobilenet_v2 at 128 px: about "
+        "1.0x the cam stage's work and 1.07x a training step; ARCHITECTURE.md, 'Remedies')",
+    )
+
+    @model_validator(mode="after")
+    def _one_head(self) -> TrainConfig:
+        if self.multi_dilation and self.online_erasing_threshold is not None:
+            raise ValueError(
+                "multi_dilation (the MDC head) and online_erasing_threshold (two linear heads) "
+                "replace the head in different ways: set one of them off"
+            )
+        return self
+
     @field_validator("multi_dilation")
     @classmethod
     def _valid_dilations(cls, dilations: tuple[int, ...]) -> tuple[int, ...]:
@@ -429,6 +453,17 @@ class PipelineConfig(_Section):
     @classmethod
     def _cam_fits_the_head(cls, cam: CamConfig, info: ValidationInfo) -> CamConfig:
         train = info.data.get("train")  # absent when the train section itself was refused
+        if train is not None and train.online_erasing_threshold is not None:
+            if cam.method != "cam":
+                raise ValueError(
+                    "train.online_erasing_threshold (online erasing) fuses its two heads' CAMs: "
+                    f"it needs method cam, not {cam.method}"
+                )
+            if cam.stochastic_passes:
+                raise ValueError(
+                    "stochastic_passes drops hidden units of one linear head; "
+                    "train.online_erasing_threshold (online erasing) has two: set one of them off"
+                )
         if train is None or not train.multi_dilation:
             return cam
         if cam.method != "cam":
@@ -526,7 +561,7 @@ SWITCHED_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
         )
     },
     "seeds": {"superpixels": ("superpixel_compactness",)},
-    "train": {"multi_dilation": ("multi_dilation_width",)},
+    "train": {"multi_dilation": ("multi_dilation_width",), "online_erasing_threshold": ()},
 }
 
 

@@ -5,7 +5,10 @@ shape is what makes a class activation map a single matrix product (Zhou et
 al., CVPR 2016): ``CAM_c = sum_k W[c, k] * A_k`` over the feature maps ``A``.
 With ``train.multi_dilation`` the head is instead the multi-dilated
 convolution branches of :mod:`~wsss_core.model.multi_dilation`, each its own
-GAP + linear classifier (:class:`MultiDilationClassifier`).
+GAP + linear classifier (:class:`MultiDilationClassifier`). With
+``train.online_erasing_threshold`` it is two linear heads, the second seeing the
+features with the first's high-CAM cells erased (:class:`OnlineErasingClassifier`,
+:mod:`~wsss_core.model.online_erasing`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 from torchvision import models
 
 from wsss_core.model.multi_dilation import MultiDilationHead
+from wsss_core.model.online_erasing import OnlineErasingHead
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,13 @@ class CamClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images).mean(dim=(2, 3)))
 
-    def training_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The scores each term of the training loss is taken on: here the one output."""
+    def training_logits(
+        self, images: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """The scores each term of the training loss is taken on: here the one output.
+
+        ``targets`` (the batch's multi-hot labels) matter only to heads that erase.
+        """
         return (self(images),)
 
 
@@ -103,12 +112,42 @@ class MultiDilationClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
-    def training_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def training_logits(
+        self, images: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Each branch's scores: training sums their losses (Wei et al. 2018)."""
         return self.head.branch_logits(self.features(images))
 
 
-Classifier = CamClassifier | MultiDilationClassifier
+class OnlineErasingClassifier(nn.Module):
+    """``features`` then two GAP + linear heads, the second on erased features (ACoL).
+
+    ``features`` is the CAM layer as in :class:`CamClassifier`; the maps are the
+    head's fused ones (:meth:`OnlineErasingHead.class_maps`), the score head A's.
+    """
+
+    cam_layer_name = "features"
+
+    def __init__(
+        self, features: nn.Module, feature_channels: int, num_classes: int, threshold: float
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.head = OnlineErasingHead(feature_channels, num_classes, threshold)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def training_logits(
+        self, images: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Head A's and head B's scores, B erased by the ground-truth ``targets``: losses summed."""
+        if targets is None:
+            raise ValueError("online erasing trains on the image labels: pass targets")
+        return self.head.branch_logits(self.features(images), targets)
+
+
+Classifier = CamClassifier | MultiDilationClassifier | OnlineErasingClassifier
 
 
 def _remove_last_stride(features: nn.Module) -> None:
@@ -134,12 +173,16 @@ def build_classifier(
     output_stride: int = 32,
     dilations: Sequence[int] = (),
     dilated_width: int = 0,
+    erasing_threshold: float | None = None,
 ) -> Classifier:
     """A randomly initialised CAM-ready classifier for ``num_classes`` labels.
 
     ``dilations`` (non-empty): the MDC head, one branch of ``dilated_width``
-    channels per dilation, instead of the linear head.
+    channels per dilation, instead of the linear head. ``erasing_threshold``:
+    the two heads of online erasing (ACoL) instead.
     """
+    if dilations and erasing_threshold is not None:
+        raise ValueError("the MDC head and online erasing are two different heads: choose one")
     if backbone not in BACKBONES:
         known = ", ".join(sorted(BACKBONES))
         raise ValueError(f"unknown backbone {backbone!r}; choose one of: {known}")
@@ -152,6 +195,10 @@ def build_classifier(
         _remove_last_stride(features)
     elif output_stride != 32:
         raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
+    if erasing_threshold is not None:
+        return OnlineErasingClassifier(
+            features, spec.feature_channels, num_classes, erasing_threshold
+        )
     if dilations:
         return MultiDilationClassifier(
             features, spec.feature_channels, num_classes, dilations, dilated_width
@@ -166,10 +213,12 @@ def classifier_for(train_config: Mapping[str, Any], num_classes: int) -> Classif
     always reloads into the architecture it was trained as. Keys that older
     checkpoints lack mean what they meant then (stride 32, the linear head).
     """
+    threshold = train_config.get("online_erasing_threshold")
     return build_classifier(
         str(train_config["backbone"]),
         num_classes,
         int(train_config.get("output_stride") or 32),
         dilations=tuple(train_config.get("multi_dilation") or ()),
         dilated_width=int(train_config.get("multi_dilation_width") or 0),
+        erasing_threshold=None if threshold is None else float(threshold),
     )

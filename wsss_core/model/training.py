@@ -2,7 +2,8 @@
 
 One epoch: shuffle the ``train`` split, random resized crop + optional flip +
 colour jitter (:mod:`~wsss_core.model.transforms`), BCE-with-logits (summed over
-the branches of an MDC head, each with its own classifier), AdamW with
+the branches of an MDC head, each with its own classifier, or over the two heads
+of online erasing), AdamW with
 separate backbone/head learning rates, per-step linear warm-up then cosine
 decay, AMP on CUDA. Then validation mAP and per-class AP on ``val``. What each
 epoch writes, and when ``classifier.pt`` changes, is :mod:`~wsss_core.model.run_files`'s.
@@ -153,10 +154,11 @@ def _train_one_epoch(
     bar = progress(len(loader), f"epoch {epoch}/{epochs}") if progress else None
     total, batches = 0.0, 0
     for images, targets in loader:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = run.model.training_logits(images.to(device, non_blocking=True))
         targets = targets.to(device, non_blocking=True)
-        # One output: its loss as it is; MDC branches: the sum of theirs (Wei et al. 2018).
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = run.model.training_logits(images.to(device, non_blocking=True), targets)
+        # One output: its loss as it is; MDC branches or the two heads of online erasing:
+        # the sum of theirs (Wei et al. 2018, Zhang et al. 2018).
         loss = functools.reduce(operator.add, (loss_fn(out.float(), targets) for out in outputs))
         if not torch.isfinite(loss):
             if bar is not None:
