@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_dask.py
 	$(BIN)/python benchmarks/bench_incremental.py
 	$(BIN)/python benchmarks/bench_defaults.py --root devsets   # ~25 min: both datasets, 3 configs
+	$(BIN)/python benchmarks/bench_methods.py --root devsets   # long: every recipe, both datasets; retrains per train recipe
 
 clean:
 	rm -rf demo-workspace devsets .pytest_cache .ruff_cache
