@@ -47,6 +47,7 @@ SHARDS, IMAGES = 3, 24
 # What each recipe may change: its section and keys (nothing else differs from the defaults).
 RECIPE_KEYS = {
     "stochastic": ("cam", {"stochastic_passes"}),
+    "cross_image": ("cam", {"cross_image_weight"}),
     "superpixels": ("seeds", {"superpixels"}),
     "multi_dilation": ("train", {"multi_dilation"}),
     "affinity": ("affinity", {"enabled"}),
@@ -159,6 +160,29 @@ def test_the_stochastic_recipe_runs_and_recomputes_cam_and_below(
     recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
     for image_id, cams in after.items():
         np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
+
+
+def test_the_cross_image_recipe_runs_and_recomputes_cam_and_below(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "cross_image", capsys)
+    assert "(reused)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
+    assert "mIoU per stage" in out
+    config = load_config(workspace.config_path)  # what the run used, saved by it
+    assert config.cam.cross_image_weight == _recipe("cross_image")["cam"]["cross_image_weight"]
+    before = {r.image_id: r.cams for r in read_cam_shard(labelled.shard_path("cam", 0))}
+    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[i], after[i]) for i in before)
+    # The same shard computed again elsewhere holds bit-identical maps.
+    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
+    for image_id, cams in after.items():
+        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
+    # The next run with the recipe reuses every map.
+    out = _run(workspace, "cross_image", capsys)
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
 
 
 def test_the_superpixels_recipe_runs_and_recomputes_seeds_and_below(

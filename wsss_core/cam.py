@@ -30,6 +30,11 @@ Stochastic selection (``stochastic``, method ``"cam"`` only): each scale's and
 flip's map is instead the mean of many head passes over the cached features,
 each keeping a random subset of hidden units (:mod:`wsss_core.stochastic_cam`).
 
+Cross-image affinity (``cross_image``, method ``"cam"`` with a linear head, no
+stochastic selection): before the head, each scale's and flip's features of an
+image take the attention message from its partners' features
+(:mod:`wsss_core.cross_image`); an image without partners is left as it is.
+
 An MDC classifier (:class:`~wsss_core.model.classifier.MultiDilationClassifier`,
 method ``"cam"`` only, no stochastic selection): each scale's and flip's map is
 its head's ``H_1 + mean(H_d, d > 1)`` over the backbone features
@@ -40,6 +45,10 @@ ACoL; method ``"cam"`` only, no stochastic selection): each scale's and flip's m
 is the element-wise max of its two heads' normalised maps, the second head's
 over the features its first head's high maps of the image's targets erase
 (:mod:`wsss_core.model.online_erasing`).
+
+An iterative-erasing classifier (:class:`~wsss_core.model.iterative_erasing.ErasingRoundsClassifier`,
+AE-PSL): each round's maps, with every setting above, on the images the earlier
+rounds erased in turn; the map is their union, the element-wise max.
 """
 
 from __future__ import annotations
@@ -55,12 +64,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss_core.cross_image import CrossImageAffinity, Partners, refined
 from wsss_core.model.classifier import MultiDilationClassifier, OnlineErasingClassifier
+from wsss_core.model.iterative_erasing import ErasingRoundsClassifier, erasing_rounds, union
 from wsss_core.model.multi_dilation import MultiDilationHead
 from wsss_core.model.online_erasing import OnlineErasingHead
 from wsss_core.stochastic_cam import StochasticSelection, image_generators, stochastic_maps
 
-__all__ = ["METHODS", "Method", "class_activation_maps"]
+__all__ = ["METHODS", "Method", "class_activation_maps", "last_features"]
 
 Method = Literal["cam", "gradcam", "gradcampp"]
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcampp")
@@ -79,6 +90,8 @@ def class_activation_maps(
     flip: bool = False,
     stochastic: StochasticSelection | None = None,
     seeds: Sequence[int] | None = None,
+    cross_image: CrossImageAffinity | None = None,
+    partners: Sequence[Partners] | None = None,
 ) -> list[np.ndarray]:
     """Normalised class activation maps for the given classes of each image.
 
@@ -100,6 +113,11 @@ def class_activation_maps(
         seeds: with ``stochastic``, one generator seed per image
             (``stochastic_cam.image_seed``), so an image's maps do not depend on its
             batch mates.
+        cross_image: refine each image's features by attention to ``partners``
+            before the head (method ``"cam"``, a linear head, no ``stochastic``;
+            see :mod:`wsss_core.cross_image`).
+        partners: with ``cross_image``, one :class:`Partners` per image (none:
+            the image's features stay as they are).
 
     Returns:
         Item ``i`` is a float32 array ``[len(targets[i]), H, W]``, maps in the
@@ -107,10 +125,24 @@ def class_activation_maps(
         (all-zero maps stay zero).
     """
     class_lists = _validate(images, targets, method, scales)
+    if isinstance(model, ErasingRoundsClassifier):  # each round on its erased images: the union
+        return _union_of_rounds(
+            model,
+            images,
+            class_lists,
+            method=method,
+            target_layer=target_layer,
+            scales=scales,
+            flip=flip,
+            stochastic=stochastic,
+            seeds=seeds,
+        )
     _check_multi_dilation(model, method, target_layer, stochastic)
     generators = _stochastic_generators(stochastic, seeds, method, len(class_lists))
     layer_name, layer = _resolve_layer(model, target_layer)
     head = _cam_head(model, layer_name) if method == "cam" else None
+    _check_cross_image(head, stochastic, cross_image, partners, len(class_lists))
+    attention = (cross_image, tuple(partners)) if cross_image is not None and partners else None
     batch, _, height, width = images.shape
     counts = [len(c) for c in class_lists]
     if sum(counts) == 0:
@@ -122,7 +154,9 @@ def class_activation_maps(
     with _eval_mode(model), _frozen_parameters(model), torch.inference_mode(False):
         for scale in scales:
             scaled = _rescale(images, scale)
-            raw = _raw_maps(model, layer, head, scaled, slots, method, flip, stochastic, generators)
+            raw = _raw_maps(
+                model, layer, head, scaled, slots, method, flip, stochastic, generators, attention
+            )
             raw = F.interpolate(
                 raw[None], size=(height, width), mode="bilinear", align_corners=False
             )[0]
@@ -130,6 +164,22 @@ def class_activation_maps(
     assert total is not None  # scales is non-empty
     maps = _normalise(total).float().cpu()
     return [chunk.numpy() for chunk in torch.split(maps, counts)]
+
+
+def _union_of_rounds(
+    model: ErasingRoundsClassifier,
+    images: torch.Tensor,
+    class_lists: list[list[int]],
+    **settings: object,
+) -> list[np.ndarray]:
+    """Iterative erasing: every round's maps, on the images the rounds before it erased."""
+
+    def maps_of(round_model: nn.Module, batch: torch.Tensor, classes) -> list[torch.Tensor]:
+        maps = class_activation_maps(round_model, batch, classes, **settings)  # type: ignore[arg-type]
+        return [torch.from_numpy(m) for m in maps]
+
+    per_round, _ = erasing_rounds(model.rounds, images, class_lists, model.threshold, maps_of)
+    return [maps.numpy() for maps in union(per_round)]
 
 
 # --------------------------------------------------------------------------- validation
@@ -228,6 +278,39 @@ def _check_multi_dilation(
         )
     if stochastic is not None:
         raise ValueError("stochastic selection needs a linear head; an MDC classifier has none")
+
+
+def _check_cross_image(
+    head: nn.Module | None,
+    stochastic: StochasticSelection | None,
+    cross_image: CrossImageAffinity | None,
+    partners: Sequence[Partners] | None,
+    batch: int,
+) -> None:
+    """Cross-image affinity refines the features that a linear CAM head reads."""
+    if cross_image is None:
+        return
+    if not isinstance(head, nn.Linear) or stochastic is not None:
+        raise ValueError(
+            "cross-image affinity refines the features before the linear CAM head: it needs "
+            "method 'cam', a classifier with one linear head (not MDC or online erasing) and "
+            "no stochastic selection"
+        )
+    if partners is None or len(partners) != batch:
+        got = "none" if partners is None else len(partners)
+        raise ValueError(
+            f"cross-image affinity needs one Partners per image: {batch} images, {got}"
+        )
+
+
+def last_features(
+    model: nn.Module, images: torch.Tensor, target_layer: str | None = None
+) -> torch.Tensor:
+    """The CAM layer's features ``[B, K, h, w]`` of ``images``, in eval mode, no autograd."""
+    _, layer = _resolve_layer(model, target_layer)
+    with _eval_mode(model), torch.no_grad():
+        _, activation = _forward(model, layer, images, reroot=False)
+    return activation
 
 
 def _check_class_range(slots: _TargetSlots, num_classes: int) -> None:
@@ -402,12 +485,15 @@ def _raw_maps(
     flip: bool,
     stochastic: StochasticSelection | None = None,
     generators: Sequence[torch.Generator] = (),
+    attention: tuple[CrossImageAffinity, tuple[Partners, ...]] | None = None,
 ) -> torch.Tensor:
     """ReLU'd maps ``[T, h, w]`` at feature resolution, image-major target order.
 
     With ``flip`` the flipped images join the same forward pass and their
     un-flipped maps are added to the originals'. With ``stochastic`` each map
     is the mean of that many normalised head passes over the same features.
+    With ``attention`` each image's features (its flipped copy's too) first
+    take the message from its partners.
     """
     batch = images.shape[0]
     if flip:
@@ -429,6 +515,8 @@ def _raw_maps(
         return _unflipped(maps, slots, batch, flip)
     scores, activation = _forward(model, layer, images, reroot=method != "cam")
     _check_class_range(slots, scores.shape[1])
+    if attention is not None:
+        activation = _with_partners(activation.detach(), attention, batch)
     if method == "cam":
         assert head is not None
         weights = _cam_weights(head, slots, activation)
@@ -441,6 +529,25 @@ def _raw_maps(
         maps = torch.bmm(weights, activation.detach().flatten(2))
         maps = maps.unflatten(2, activation.shape[2:]).relu()
     return _unflipped(maps, slots, batch, flip)
+
+
+def _with_partners(
+    activation: torch.Tensor,
+    attention: tuple[CrossImageAffinity, tuple[Partners, ...]],
+    batch: int,
+) -> torch.Tensor:
+    """Each row refined on its own (row ``i + c * batch`` is copy ``c`` of image ``i``).
+
+    The rows without partners stay as they are, in the same memory layout, so the
+    head's product gives them bit-identical maps.
+    """
+    settings, partners = attention
+    out = activation
+    for row in range(activation.shape[0]):
+        if len(partners[row % batch]):
+            out = out.clone() if out is activation else out
+            out[row] = refined(activation[row], partners[row % batch], settings)
+    return out
 
 
 def _unflipped(maps: torch.Tensor, slots: _TargetSlots, batch: int, flip: bool) -> torch.Tensor:

@@ -247,6 +247,27 @@ class CamConfig(_Section):
     stochastic_seed: int = Field(
         0, ge=0, description="stochastic passes: seed, hashed with each image's id"
     )
+    cross_image_weight: float = Field(
+        0.0,
+        ge=0,
+        description="cross-image affinity, training-free CIAN-style (Fan et al., AAAI 2020; "
+        "wsss_core/cross_image.py): before the CAM head, each location's last features of an "
+        "image attend (softmax of cosine similarity / cross_image_temperature) over the "
+        "locations of every other image of its group that shares a labelled class, and the "
+        "mean message times this weight is added; an image sharing no class keeps its maps; "
+        "0: off. Method cam with a linear head only, no stochastic passes. Cost: one extra "
+        "backbone pass per image, the attention per scale and flip, and a changed image "
+        "recomputes its whole shard (ARCHITECTURE.md, 'Remedies')",
+    )
+    cross_image_group: int = Field(
+        8,
+        ge=2,
+        description="cross-image affinity: images of a shard grouped by manifest order, this "
+        "many per group; an image's partners come from its group (memory and time grow with it)",
+    )
+    cross_image_temperature: float = Field(
+        0.1, gt=0, description="cross-image affinity: softmax temperature (lower: sharper)"
+    )
 
     @model_validator(mode="after")
     def _stochastic_settings(self) -> CamConfig:
@@ -257,6 +278,11 @@ class CamConfig(_Section):
                 "stochastic_passes runs the linear head over cached features: it needs "
                 f"method cam, not {self.method} (for this classifier's GAP + linear head the "
                 "normalised Grad-CAM is the CAM)"
+            )
+        if self.cross_image_weight and (self.method != "cam" or self.stochastic_passes):
+            raise ValueError(
+                "cross_image_weight refines the features the linear CAM head reads: it needs "
+                f"method cam (not {self.method}) and stochastic_passes 0"
             )
         return self
 
@@ -479,6 +505,17 @@ class PipelineConfig(_Section):
             )
         return cam
 
+    @model_validator(mode="after")
+    def _cross_image_needs_one_linear_head(self) -> PipelineConfig:
+        online_erasing = getattr(self.train, "online_erasing_threshold", None) is not None
+        if self.cam.cross_image_weight and (self.train.multi_dilation or online_erasing):
+            raise ValueError(
+                "cam.cross_image_weight refines the features one linear CAM head reads; "
+                "train.multi_dilation / train.online_erasing_threshold replace that head: set "
+                "one of them off"
+            )
+        return self
+
     @classmethod
     def from_yaml(cls, path: Path) -> PipelineConfig:
         """The file's settings over the defaults; a :class:`ConfigError` naming the file."""
@@ -558,7 +595,8 @@ SWITCHED_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "stochastic_window",
             "stochastic_aggregate",
             "stochastic_seed",
-        )
+        ),
+        "cross_image_weight": ("cross_image_group", "cross_image_temperature"),
     },
     "seeds": {"superpixels": ("superpixel_compactness",)},
     "train": {"multi_dilation": ("multi_dilation_width",), "online_erasing_threshold": ()},

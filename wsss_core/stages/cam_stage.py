@@ -3,6 +3,10 @@
 Each image's row also carries the classifier's sigmoid score of *every* class
 (one gradient-free forward pass at the network input size per batch), which
 review uses to flag labels that look wrong or missing.
+
+With cross-image affinity on (``cam.cross_image_weight``), each image's
+features attend to its partners in its group of the shard (by manifest order,
+never by batch; :mod:`wsss_core.stages.cross_image_groups`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from tqdm import tqdm
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import CamConfig, PipelineConfig
+from wsss_core.cross_image import CrossImageAffinity, Partners
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.checkpoint import LoadedClassifier, load_checkpoint
 from wsss_core.model.device import cpu_threads
@@ -30,6 +35,7 @@ from wsss_core.stages.common import (
     plan_rewrite,
     shard_records,
 )
+from wsss_core.stages.cross_image_groups import CrossImageGroups
 from wsss_core.stages.image_failures import ImageGuard, failures_metadata, read_image
 from wsss_core.stochastic_cam import StochasticSelection, image_seed
 from wsss_core.store.maps import CamRecord, write_cam_shard
@@ -78,6 +84,19 @@ def stochastic_selection(settings: CamConfig) -> StochasticSelection | None:
     )
 
 
+def cross_image_affinity(settings: CamConfig) -> CrossImageAffinity | None:
+    """The cam section's cross-image affinity, or None when it is off."""
+    if not settings.cross_image_weight:
+        return None
+    return CrossImageAffinity(settings.cross_image_weight, settings.cross_image_temperature)
+
+
+def _network_tensor(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(
+        to_tensor(pixels)[None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )[0]
+
+
 def compute_cams(
     classifier: LoadedClassifier,
     records: Sequence[ImageRecord],
@@ -91,52 +110,89 @@ def compute_cams(
 
     Images of equal network size share batches. ``guard``: records the images
     whose file cannot be read and leaves them out (without one, they raise).
+    With cross-image affinity, each image's partners come from its group of
+    ``cam.cross_image_group`` records in input order; the batches stay those of
+    the option off, so an image without partners keeps its maps bit for bit.
     """
     stochastic = stochastic_selection(config.cam)
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    cross_image = cross_image_affinity(config.cam)
+    side = classifier.image_size
+
+    def network_tensor(record: ImageRecord, pixels: np.ndarray) -> torch.Tensor:
+        return _network_tensor(pixels, _network_size(record.height, record.width, side))
+
+    groups = (
+        CrossImageGroups(
+            classifier,
+            records,
+            config.cam.cross_image_group,
+            lambda record: _read(record, guard),
+            network_tensor,
+            device,
+        )
+        if cross_image
+        else None
+    )
+    sizes: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, record in enumerate(records):
-        groups[_network_size(record.height, record.width, classifier.image_size)].append(index)
+        sizes[_network_size(record.height, record.width, side)].append(index)
     results: dict[int, CamRecord] = {}
     bar = tqdm(total=len(records), desc=label, unit="img", disable=not show_progress)
-    for size, indices in groups.items():
+    for size, indices in sizes.items():
         for start in range(0, len(indices), config.cam.batch_size):
             wanted = indices[start : start + config.cam.batch_size]
-            pixels = {index: _read(records[index], guard) for index in wanted}
+            pixels = {
+                index: groups.pixels(index) if groups else _read(records[index], guard)
+                for index in wanted
+            }
             batch = [index for index in wanted if pixels[index] is not None]
             bar.update(len(wanted) - len(batch))
-            if not batch:
-                continue
-            tensors = [
-                F.interpolate(
-                    to_tensor(pixels[index])[None],
-                    size=size,
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=True,
-                )[0]
-                for index in batch
-            ]
-            images = torch.stack(tensors).to(device)
-            scores = class_scores(classifier.model, images)
-            maps = class_activation_maps(
-                classifier.model,
-                images,
-                [list(records[index].labels) for index in batch],
-                method=config.cam.method,
-                scales=config.cam.scales,
-                flip=config.cam.flip,
-                stochastic=stochastic,
-                seeds=[image_seed(config.cam.stochastic_seed, records[i].image_id) for i in batch],
-            )
-            for index, image_maps, image_scores in zip(batch, maps, scores, strict=True):
-                record = records[index]
-                full = _to_original_size(image_maps, record.height, record.width)
-                results[index] = CamRecord(
-                    record.image_id, record.labels, full, tuple(image_scores.tolist())
-                )
-            bar.update(len(batch))
+            if batch:
+                images = torch.stack([_network_tensor(pixels[i], size) for i in batch]).to(device)
+                partners = [groups.partners(i) for i in batch] if groups else None
+                for index, cam_record in _batch_cams(
+                    classifier, records, batch, images, config, stochastic, cross_image, partners
+                ):
+                    results[index] = cam_record
+                bar.update(len(batch))
+            if groups:
+                groups.release(wanted)
     bar.close()
     return [results[index] for index in range(len(records)) if index in results]
+
+
+def _batch_cams(
+    classifier: LoadedClassifier,
+    records: Sequence[ImageRecord],
+    batch: list[int],
+    images: torch.Tensor,
+    config: PipelineConfig,
+    stochastic: StochasticSelection | None,
+    cross_image: CrossImageAffinity | None,
+    partners: list[Partners] | None,
+) -> list[tuple[int, CamRecord]]:
+    """The CAM records of one batch of equal-size images (``batch``: their indices)."""
+    scores = class_scores(classifier.model, images)
+    maps = class_activation_maps(
+        classifier.model,
+        images,
+        [list(records[index].labels) for index in batch],
+        method=config.cam.method,
+        scales=config.cam.scales,
+        flip=config.cam.flip,
+        stochastic=stochastic,
+        seeds=[image_seed(config.cam.stochastic_seed, records[i].image_id) for i in batch],
+        cross_image=cross_image,
+        partners=partners,
+    )
+    out = []
+    for index, image_maps, image_scores in zip(batch, maps, scores, strict=True):
+        record = records[index]
+        full = _to_original_size(image_maps, record.height, record.width)
+        out.append(
+            (index, CamRecord(record.image_id, record.labels, full, tuple(image_scores.tolist())))
+        )
+    return out
 
 
 def _read(record: ImageRecord, guard: ImageGuard | None) -> np.ndarray | None:
@@ -178,6 +234,9 @@ def run_cam_shard(
     plan = plan_for(classifier.file_hash)
     if not plan.todo and up_to_date(classifier.file_hash):
         return ShardOutcome("cam", shard_index, len(records), False, failed=plan.known_failed)
+    if config.cam.cross_image_weight and (plan.kept_ids or plan.known_failed):
+        # An image's maps depend on its group mates: a changed shard is computed whole.
+        plan = RewritePlan(plan.path, plan.inputs, (), list(records), ())
     lineage = expected_lineage(config, "cam", classifier.file_hash, records)
     device = next(classifier.model.parameters()).device
     guard = ImageGuard("cam", shard_index)
