@@ -274,3 +274,28 @@ def test_an_unreadable_image_is_that_images_seeds_failure(labelled, tmp_path):
         image.write_bytes(pixels)
     assert [failure.image_id for failure in outcome.failed] == [victim.image_id]
     assert outcome.computed_images == 9
+
+
+def test_with_cross_image_affinity_a_changed_shard_is_computed_whole(labelled, tmp_path):
+    """An image's maps depend on its group mates: an image coming back recomputes its shard."""
+    workspace = _copy(labelled, tmp_path)
+    config = PipelineConfig.model_validate(_merged(TINY, _recipe("cross_image")))
+    victim = read_manifest(workspace).shards(config.shard_size)[0][1]
+    image = Path(victim.uri)  # the copy's manifest names the fixture's files
+    pixels = image.read_bytes()
+    try:
+        image.write_bytes(b"not an image")
+        outcome = MAP_STAGE_RUNNERS["cam"].run(workspace, config, 0, False, None)
+        assert [failure.image_id for failure in outcome.failed] == [victim.image_id]
+        assert outcome.computed_images == 9
+    finally:
+        image.write_bytes(pixels)  # a new size and mtime: the failure no longer holds
+    outcome = MAP_STAGE_RUNNERS["cam"].run(workspace, config, 0, False, None)
+    assert outcome.failed == () and outcome.computed_images == 10
+    fresh = _copy(labelled, tmp_path / "fresh")
+    MAP_STAGE_RUNNERS["cam"].run(fresh, config, 0, False, None)
+    expected = {r.image_id: r.cams for r in read_cam_shard(fresh.shard_path("cam", 0))}
+    got = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
+    assert got.keys() == expected.keys()
+    for image_id, cams in expected.items():
+        np.testing.assert_array_equal(got[image_id], cams, err_msg=image_id)
