@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,13 @@ def records(tmp_path: Path) -> list[ImageRecord]:
     return out
 
 
-def _cams(model, records, batch_size=8, guard=None, **cam) -> dict[str, np.ndarray]:
+def _cams(model, records, batch_size=8, guard=None, device="cpu", **cam) -> dict[str, np.ndarray]:
     classifier = LoadedClassifier(model, [f"c{c}" for c in range(NUM_CLASSES)], 32, 0.0, "h", {})
     settings = {"scales": [1.0, 0.5], "flip": True, "batch_size": batch_size, **cam}
     config = PipelineConfig.model_validate({"cam": settings})
     return {
         r.image_id: r.cams
-        for r in compute_cams(classifier, records, config, torch.device("cpu"), guard=guard)
+        for r in compute_cams(classifier, records, config, torch.device(device), guard=guard)
     }
 
 
@@ -146,6 +147,18 @@ def test_an_unreadable_image_joins_no_group(model, records):
     assert "i1" not in on
     np.testing.assert_array_equal(on["i2"], off["i2"])
     assert not np.array_equal(on["i0"], off["i0"])  # image 4 is still its partner
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_gives_the_cpus_maps_and_keeps_them_without_partners(model, records):
+    cpu = _cams(model, records, cross_image_weight=0.5)
+    on_gpu = copy.deepcopy(model).cuda()
+    off = _cams(on_gpu, records, device="cuda")
+    cuda = _cams(on_gpu, records, device="cuda", cross_image_weight=0.5)
+    for index, record in enumerate(records):
+        np.testing.assert_allclose(cuda[record.image_id], cpu[record.image_id], atol=1e-4)
+        if index in ALONE:
+            np.testing.assert_array_equal(cuda[record.image_id], off[record.image_id])
 
 
 def test_the_library_refuses_what_it_cannot_refine(model):
