@@ -25,6 +25,7 @@ from wsss_core.config import PipelineConfig, load_config
 from wsss_core.data.manifest import read_manifest
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.classifier import MultiDilationClassifier, OnlineErasingClassifier
+from wsss_core.model.iterative_erasing import ErasingRoundsClassifier
 from wsss_core.stages.image_failures import read_image
 from wsss_core.stages.registry import MAP_STAGE_RUNNERS
 from wsss_core.store.maps import read_cam_shard, read_label_shard
@@ -52,6 +53,7 @@ RECIPE_KEYS = {
     "multi_dilation": ("train", {"multi_dilation"}),
     "affinity": ("affinity", {"enabled"}),
     "erasing": ("train", {"online_erasing_threshold"}),
+    "erasing_iterative": ("train", {"erasing_rounds"}),
 }
 
 
@@ -243,6 +245,27 @@ def test_the_erasing_recipe_retrains_in_the_run_and_recomputes_every_stage(
     for image_id, cams in after.items():
         np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
     out = _run(workspace, "erasing", capsys)
+    assert "(reused)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
+
+
+def test_the_iterative_erasing_recipe_trains_every_round_in_the_run(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "erasing_iterative", capsys)
+    assert "(trained)" in out
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
+    assert "mIoU per stage" in out
+    rounds = _recipe("erasing_iterative")["train"]["erasing_rounds"]
+    classifier = load_checkpoint(workspace.model_path)  # rebuilt from what it records
+    assert isinstance(classifier.model, ErasingRoundsClassifier)
+    assert len(classifier.model.rounds) == rounds + 1
+    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
+    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
+    for image_id, cams in after.items():
+        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
+    out = _run(workspace, "erasing_iterative", capsys)
     assert "(reused)" in out
     assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
 

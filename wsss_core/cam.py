@@ -46,9 +46,10 @@ is the element-wise max of its two heads' normalised maps, the second head's
 over the features its first head's high maps of the image's targets erase
 (:mod:`wsss_core.model.online_erasing`).
 
-An iterative-erasing classifier (:class:`~wsss_core.model.iterative_erasing.ErasingRoundsClassifier`,
-AE-PSL): each round's maps, with every setting above, on the images the earlier
-rounds erased in turn; the map is their union, the element-wise max.
+An iterative-erasing classifier (AE-PSL,
+:class:`~wsss_core.model.iterative_erasing.ErasingRoundsClassifier`): each
+round's maps, with every setting above, on the images the earlier rounds
+erased in turn; the map is their union, the element-wise max.
 """
 
 from __future__ import annotations

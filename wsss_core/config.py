@@ -177,6 +177,29 @@ class TrainConfig(_Section):
         "1.0x the cam stage's work and 1.07x a training step; ARCHITECTURE.md, 'Remedies')",
     )
 
+    erasing_rounds: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="iterative adversarial erasing (AE-PSL, Wei et al., CVPR 2017; "
+        "wsss_core/model/iterative_erasing.py): after the first classifier, this many more are "
+        "trained in turn, each on the training images erased (set to the mean colour) where "
+        "an earlier round's normalised CAM of a labelled class is >= erasing_threshold, so it "
+        "has to find the object elsewhere; CAM = the element-wise max of the rounds' maps, each "
+        "on the image the rounds before it erased; 0: off (AE-PSL trains 3 classifiers: 2). "
+        "Changing it retrains; a killed run restarts from round 0 (no --resume). Not with "
+        "cam.cross_image_weight. Cost: one training per round, each step with one frozen "
+        "CAM pass of each earlier round (2 rounds, mobilenet_v2 at 128 px: about 3.4x the "
+        "training, 2x the cam stage's work; ARCHITECTURE.md, 'Remedies')",
+    )
+    erasing_threshold: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="iterative erasing: pixels whose normalised CAM of a labelled class is >= "
+        "this are erased for the next round",
+    )
+
     @model_validator(mode="after")
     def _one_head(self) -> TrainConfig:
         if self.multi_dilation and self.online_erasing_threshold is not None:
@@ -490,6 +513,11 @@ class PipelineConfig(_Section):
                     "stochastic_passes drops hidden units of one linear head; "
                     "train.online_erasing_threshold (online erasing) has two: set one of them off"
                 )
+        if train is not None and train.erasing_rounds and getattr(cam, "cross_image_weight", 0):
+            raise ValueError(
+                "cross_image_weight attends over one classifier's features; "
+                "train.erasing_rounds (iterative erasing) has one per round: set one of them off"
+            )
         if train is None or not train.multi_dilation:
             return cam
         if cam.method != "cam":
@@ -599,7 +627,11 @@ SWITCHED_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
         "cross_image_weight": ("cross_image_group", "cross_image_temperature"),
     },
     "seeds": {"superpixels": ("superpixel_compactness",)},
-    "train": {"multi_dilation": ("multi_dilation_width",), "online_erasing_threshold": ()},
+    "train": {
+        "multi_dilation": ("multi_dilation_width",),
+        "online_erasing_threshold": (),
+        "erasing_rounds": ("erasing_threshold",),
+    },
 }
 
 

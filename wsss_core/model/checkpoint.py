@@ -7,7 +7,8 @@ used, ``image_size`` and ``epochs`` resolved), ``metrics`` (epoch, val_map,
 per_class_ap, train_loss, epochs, complete), ``lineage`` and ``state_dict``
 (a :class:`~wsss_core.model.classifier.CamClassifier`, or with
 ``config["multi_dilation"]`` a ``MultiDilationClassifier``, with
-``config["online_erasing_threshold"]`` an ``OnlineErasingClassifier``)::
+``config["online_erasing_threshold"]`` an ``OnlineErasingClassifier``, with
+``config["erasing_rounds"]`` an ``ErasingRoundsClassifier`` holding every round's)::
 
     payload = torch.load("classifier.pt", weights_only=True)
     model = classifier_for(payload["config"], len(payload["class_names"]))

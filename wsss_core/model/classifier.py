@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from wsss_core.model.iterative_erasing import ErasingRoundsClassifier
 from wsss_core.model.multi_dilation import MultiDilationHead
 from wsss_core.model.online_erasing import OnlineErasingHead
 
@@ -206,14 +207,26 @@ def build_classifier(
     return CamClassifier(features, spec.feature_channels, num_classes)
 
 
-def classifier_for(train_config: Mapping[str, Any], num_classes: int) -> Classifier:
+def classifier_for(
+    train_config: Mapping[str, Any], num_classes: int
+) -> Classifier | ErasingRoundsClassifier:
     """The architecture a train config describes (a checkpoint's recorded one included).
 
     Training and checkpoint loading both build through here, so a checkpoint
     always reloads into the architecture it was trained as. Keys that older
     checkpoints lack mean what they meant then (stride 32, the linear head).
+    With ``erasing_rounds`` it is the iterative-erasing union of that many + 1
+    classifiers of the rest of the config.
     """
     threshold = train_config.get("online_erasing_threshold")
+    rounds = int(train_config.get("erasing_rounds") or 0)
+    if rounds:
+        # Every round's classifier is an ordinary one; together they are the union classifier.
+        single = {**train_config, "erasing_rounds": 0}
+        return ErasingRoundsClassifier(
+            [classifier_for(single, num_classes) for _ in range(rounds + 1)],
+            float(train_config["erasing_threshold"]),
+        )
     return build_classifier(
         str(train_config["backbone"]),
         num_classes,

@@ -17,6 +17,7 @@ rest of the state (weights, AdamW moments, schedule, AMP scale) is in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import operator
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from wsss_core.cam import class_activation_maps
 from wsss_core.config import TrainConfig
 from wsss_core.data.manifest import Manifest
 from wsss_core.metrics import mean_average_precision
@@ -43,11 +45,14 @@ from wsss_core.model.classifier import Classifier, classifier_for
 from wsss_core.model.dataset import LabelledImages, training_records, warn_about_classes
 from wsss_core.model.device import resolve_device
 from wsss_core.model.history import EpochMetrics, plot_curves
+from wsss_core.model.iterative_erasing import ErasingRoundsClassifier, erasing_rounds
 from wsss_core.model.sizing import loader_workers, resolve_train_config
 from wsss_core.model.transforms import eval_transform, train_transform
 from wsss_core.model.weights import load_initial_weights
 
 ProgressFactory = Callable[[int, str], Any]
+# Iterative erasing: (images, multi-hot targets) -> the images the earlier rounds erased.
+Eraser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -103,14 +108,22 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 @torch.no_grad()
 def predict_scores(
-    model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp: bool = False,
+    erase: Eraser | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid scores and targets over a loader, model in eval mode."""
+    """Sigmoid scores and targets over a loader, model in eval mode (``erase``: on the
+    images the earlier erasing rounds erased)."""
     model.eval()
     scores, targets = [], []
     for images, batch_targets in loader:
+        images = images.to(device, non_blocking=True)
+        if erase is not None:
+            images = erase(images, batch_targets.to(device))
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(images.to(device, non_blocking=True))
+            logits = model(images)
         scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         targets.append(batch_targets.numpy())
     return np.concatenate(scores), np.concatenate(targets)
@@ -126,7 +139,8 @@ def build_run(
     initial_weights: bool,
 ) -> run_files.RunState:
     seed_everything(config.seed)
-    model = classifier_for(config.model_dump(mode="json"), num_classes)
+    # With iterative erasing each round trains an ordinary classifier of its own.
+    model = classifier_for({**config.model_dump(mode="json"), "erasing_rounds": 0}, num_classes)
     if initial_weights and config.weights:
         load_initial_weights(model, config.backbone, config.weights, log=log)
     model.to(device)
@@ -148,6 +162,7 @@ def _train_one_epoch(
     epoch: int,
     epochs: int,
     progress: ProgressFactory | None,
+    erase: Eraser | None = None,
 ) -> float:
     loss_fn = nn.BCEWithLogitsLoss()
     run.model.train()
@@ -155,8 +170,11 @@ def _train_one_epoch(
     total, batches = 0.0, 0
     for images, targets in loader:
         targets = targets.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True)
+        if erase is not None:  # iterative erasing: the earlier rounds erase, frozen
+            images = erase(images, targets)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = run.model.training_logits(images.to(device, non_blocking=True), targets)
+            outputs = run.model.training_logits(images, targets)
         # One output: its loss as it is; MDC branches or the two heads of online erasing:
         # the sum of theirs (Wei et al. 2018, Zhang et al. 2018).
         loss = functools.reduce(operator.add, (loss_fn(out.float(), targets) for out in outputs))
@@ -205,6 +223,11 @@ def train_classifier(
     """
     paths = TrainingPaths.in_dir(models_dir)
     lineage = dict(lineage or {})
+    if resume and config.erasing_rounds:
+        raise ValueError(
+            f"{paths.last}: iterative erasing (train.erasing_rounds) trains its rounds without "
+            "resume: train without --resume (a killed run restarts from round 0)"
+        )
     rows = training_records(manifest, log)
     train_records, val_records = rows.train, rows.val
     num_classes = len(manifest.class_names)
@@ -253,30 +276,24 @@ def train_classifier(
         run_files.discard_previous_run(paths)
     resumed_from = len(run.history)
 
+    if config.erasing_rounds:
+        loaders = _Loaders(train_loader, val_loader, loader_generator)
+        return _train_erasing_rounds(
+            paths, run, loaders, manifest, config, lineage, torch_device, use_amp, progress, log
+        )
+
     for epoch in range(resumed_from + 1, config.epochs + 1):
-        started = time.perf_counter()
-        seed = epoch_seed(config.seed, epoch)
-        seed_everything(seed)
-        loader_generator.manual_seed(seed)
-        train_loss = _train_one_epoch(
-            run, train_loader, torch_device, use_amp, epoch, config.epochs, progress
+        metrics = _run_epoch(
+            run,
+            _Loaders(train_loader, val_loader, loader_generator),
+            config,
+            epoch,
+            torch_device,
+            use_amp,
+            progress,
         )
-        scores, targets = predict_scores(run.model, val_loader, torch_device, use_amp)
-        val_map, per_class = mean_average_precision(scores, targets)
-        lrs = run.scheduler.get_last_lr()
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=train_loss,
-            val_map=val_map,
-            val_ap=tuple(float(x) for x in per_class),
-            lr=float(lrs[1]),
-            backbone_lr=float(lrs[0]),
-            seconds=time.perf_counter() - started,
-        )
-        run.history.append(metrics)
-        improved = math.isfinite(val_map) and val_map > run.best_map
-        if improved or run.best_epoch == 0:
-            run.best_epoch, run.best_map = epoch, val_map if math.isfinite(val_map) else -math.inf
+        train_loss, val_map = metrics.train_loss, metrics.val_map
+        if _record(run, metrics):
             run_files.save_candidate(paths, run, manifest, config, lineage)
         run_files.save_training_state(paths.last, run, manifest, config, requested, lineage)
         complete = epoch == config.epochs
@@ -294,6 +311,128 @@ def train_classifier(
         log(f"nothing to resume: all {config.epochs} epochs of {paths.last} are done")
         run_files.write_run_history(paths, run, manifest, config, complete=True)
     return _result(paths, run, config, completed=True, resumed_from=resumed_from)
+
+
+@dataclass(frozen=True)
+class _Loaders:
+    train: DataLoader
+    val: DataLoader
+    generator: torch.Generator  # the train loader's shuffling generator
+
+
+def _run_epoch(
+    run: run_files.RunState,
+    loaders: _Loaders,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    use_amp: bool,
+    progress: ProgressFactory | None,
+    erase: Eraser | None = None,
+) -> EpochMetrics:
+    """One epoch of training and its validation, seeded by ``(seed, epoch)`` only."""
+    started = time.perf_counter()
+    seed = epoch_seed(config.seed, epoch)
+    seed_everything(seed)
+    loaders.generator.manual_seed(seed)
+    train_loss = _train_one_epoch(
+        run, loaders.train, device, use_amp, epoch, config.epochs, progress, erase
+    )
+    scores, targets = predict_scores(run.model, loaders.val, device, use_amp, erase)
+    val_map, per_class = mean_average_precision(scores, targets)
+    lrs = run.scheduler.get_last_lr()
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=train_loss,
+        val_map=val_map,
+        val_ap=tuple(float(x) for x in per_class),
+        lr=float(lrs[1]),
+        backbone_lr=float(lrs[0]),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _record(run: run_files.RunState, metrics: EpochMetrics) -> bool:
+    """Append the epoch to the history; True when it is the run's best so far."""
+    run.history.append(metrics)
+    val_map = metrics.val_map
+    improved = math.isfinite(val_map) and val_map > run.best_map
+    if improved or run.best_epoch == 0:
+        run.best_epoch = metrics.epoch
+        run.best_map = val_map if math.isfinite(val_map) else -math.inf
+        return True
+    return False
+
+
+def round_eraser(rounds: list[nn.Module], threshold: float) -> Eraser:
+    """The images (normalised) erased by the finished ``rounds`` in turn, where each one's
+    plain CAM (one scale, no flip) of a labelled class is >= ``threshold``."""
+
+    def maps_of(model: nn.Module, images: torch.Tensor, classes) -> list[torch.Tensor]:
+        return [torch.from_numpy(m) for m in class_activation_maps(model, images, classes)]
+
+    def erase(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        classes = [torch.nonzero(row > 0.5).flatten().tolist() for row in targets.cpu()]
+        return erasing_rounds(rounds, images, classes, threshold, maps_of)[1]
+
+    return erase
+
+
+def _train_erasing_rounds(
+    paths: TrainingPaths,
+    first: run_files.RunState,
+    loaders: _Loaders,
+    manifest: Manifest,
+    config: TrainConfig,
+    lineage: dict[str, str],
+    device: torch.device,
+    use_amp: bool,
+    progress: ProgressFactory | None,
+    log: Callable[[str], None],
+) -> TrainingResult:
+    """Iterative erasing (AE-PSL): round 0 as without it, then each round a fresh classifier
+    on the images the earlier rounds erase; ``classifier.pt`` holds every round's best.
+
+    No ``last.pt``: a killed run restarts from round 0. ``history.parquet`` lists every
+    round's epochs one after the other; the metrics are round 0's (its scores are the
+    classifier's).
+    """
+    run_files.discard_previous_run(paths)
+    finished: list[nn.Module] = []
+    history: list[EpochMetrics] = []
+    run = first
+    for round_index in range(config.erasing_rounds + 1):
+        if round_index:
+            run = build_run(
+                config,
+                len(manifest.class_names),
+                len(loaders.train),
+                device,
+                use_amp,
+                log,
+                initial_weights=True,
+            )
+        erase = round_eraser(finished, config.erasing_threshold) if finished else None
+        best_state: dict[str, torch.Tensor] = {}
+        for epoch in range(1, config.epochs + 1):
+            metrics = _run_epoch(run, loaders, config, epoch, device, use_amp, progress, erase)
+            if _record(run, metrics):
+                best_state = run_files.cpu_state_dict(run.model)
+            log(
+                f"erasing round {round_index}/{config.erasing_rounds}, epoch {epoch}/"
+                f"{config.epochs}: loss {metrics.train_loss:.4f}  val mAP {metrics.val_map:.4f}"
+            )
+        run.model.load_state_dict(best_state)
+        finished.append(run.model.eval().requires_grad_(False))
+        offset = len(history)
+        history.extend(dataclasses.replace(m, epoch=offset + m.epoch) for m in run.history)
+    first.model = ErasingRoundsClassifier(finished, config.erasing_threshold)
+    first.history = history  # round 0's epochs first: its best epoch keeps its number
+    run_files.save_candidate(paths, first, manifest, config, lineage)
+    run_files.write_run_history(paths, first, manifest, config, complete=True)
+    plot_curves(paths.curves, history, f"{config.backbone}, {config.image_size} px, rounds")
+    run_files.promote_candidate(paths, first, config)
+    return _result(paths, first, config, completed=True, resumed_from=0)
 
 
 def _result(
