@@ -144,18 +144,15 @@ def head_seconds(
     """The affinity head's training seconds for ``config``'s maps (0 when it does not walk)."""
     if not config.affinity.enabled:
         return 0.0
-    # compare trains the head into the config's own models folder, whichever classifier it used.
-    trainer = TrainingWorkspace(layout.models_dir(config), workspace.manifest_path)
-    return load_head(
-        trainer.affinity_head_path(head_lineage(config, file_hash(classifier)))
-    ).seconds
+    # compare trains one head per compared image set, beside that set's maps.
+    name = f"{head_lineage(config, file_hash(classifier))}.pt"
+    return sum(load_head(path).seconds for path in sorted(layout.root.glob(f"*/*/affinity/{name}")))
 
 
 def results(
     dataset: str, workspace: Workspace, configs: dict[str, PipelineConfig], limit: int | None
 ) -> list[RecipeResult]:
-    # A head trained on the first N images must not serve a later full run (its file is keyed
-    # by classifier and settings, not by images): a limited run keeps its own compare folder.
+    # A limited run keeps its own compare folder, so its figures never mix with a full run's.
     out_dir = workspace.root / "compare" / (f"limit-{limit}" if limit else "")
     image_ids = manifest_image_ids(read_manifest(workspace), limit) if limit else None
     comparison = compare_configs(workspace, configs, out_dir, image_ids, log=print)

@@ -9,6 +9,8 @@ Under the compare directory (default ``WS/compare/``)::
     <images>/shards-<size>/maps/<stage>/<stage hash>/part-NNNNN.parquet
     <images>/shards-<size>/maps/<stage>/<stage hash>/part-NNNNN.cost.json
     <images>/shards-<size>/masks/<final stage hash>/<image_id>.png
+    <images>/shards-<size>/affinity/<head lineage>.pt      the affinity head, learnt
+                                                      from these images' CAMs
 
 ``<images>`` is ``all`` or a hash of the chosen ids; ``<stage hash>`` is
 ``stage_config_hash(config, stage)``, so configs that agree on a stage's
@@ -64,6 +66,11 @@ class ComparisonWorkspace(Workspace):
 
     def maps_dir(self, stage: str) -> Path:
         return super().maps_dir(stage) / stage_config_hash(self.config, stage)
+
+    def affinity_head_path(self, lineage: str) -> Path:
+        # The head learns from the compared images' CAMs: one per image set, so a head
+        # trained on a `--limit` subset is never reused for all the images.
+        return self.root / "affinity" / f"{lineage}.pt"
 
 
 @dataclass(frozen=True)
