@@ -222,3 +222,14 @@ def test_usage_errors_exit_2(compared: Compared, capsys, monkeypatch, extra, mes
     err = capsys.readouterr().err
     assert err.startswith("wsss compare: usage error:")
     assert message in err
+
+
+def test_each_compared_image_set_has_its_own_affinity_head(tmp_path: Path):
+    from wsss_core.config import PipelineConfig
+    from wsss_core.store.comparison import ComparisonLayout
+
+    layout, config = ComparisonLayout(tmp_path / "compare"), PipelineConfig()
+    some = layout.view("abc123", config, tmp_path / "classifier.pt")
+    every = layout.view("all", config, tmp_path / "classifier.pt")
+    assert some.affinity_head_path("h") != every.affinity_head_path("h")
+    assert some.affinity_head_path("h").is_relative_to(some.root)
