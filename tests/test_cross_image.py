@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import ValidationError
-from torch import nn
+from tiny_models import NUM_CLASSES, tiny_features
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import PipelineConfig, stage_config_hash
@@ -29,7 +29,6 @@ from wsss_core.stages.cam_stage import compute_cams
 from wsss_core.stages.image_failures import ImageGuard
 from wsss_core.stochastic_cam import StochasticSelection
 
-NUM_CLASSES = 4
 SETTINGS = CrossImageAffinity(weight=0.5, temperature=0.1)
 # Image 3 (class 2) and image 5 (class 3) share no class with any other image.
 LABELS = ((0,), (0, 1), (1,), (2,), (0,), (3,))
@@ -40,15 +39,7 @@ ALONE = (3, 5)
 @pytest.fixture(scope="module")
 def model() -> CamClassifier:
     """conv-BN-ReLU x 2 (16 channels, stride 4), GAP, linear."""
-    torch.manual_seed(0)
-    features = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-    )
+    features = tiny_features()
     return CamClassifier(features, 16, NUM_CLASSES).eval()
 
 

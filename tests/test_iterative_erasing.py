@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import DEFAULT_HASHES, NUM_CLASSES, STAGES, TARGETS, tiny_features
 from torch import nn
 
 from wsss_core.cam import class_activation_maps
@@ -18,31 +19,12 @@ from wsss_core.model.classifier import CamClassifier, classifier_for
 from wsss_core.model.iterative_erasing import ErasingRoundsClassifier
 from wsss_core.model.run_files import requested_config
 
-NUM_CLASSES = 4
 THRESHOLD = 0.6
-TARGETS = [[0, 2], [1], [3, 0]]
-STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
-DEFAULT_HASHES = {  # as in test_multi_dilation: those of 8cbec9c
-    "train": "423bfa623dca990f",
-    "cam": "c60c5f612dd54b96",
-    "affinity": "482b6a18d377e1b7",
-    "seeds": "c70fb4ad613a1578",
-    "grown": "6225a23a79dac4da",
-    "crf": "e1ed78f7733391ea",
-}
 
 
 def _tiny(seed: int) -> CamClassifier:
     """conv-BN-ReLU x 2 (16 channels, stride 4) + GAP + linear: 16 x 16 cells at 64 px."""
-    torch.manual_seed(seed)
-    features = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-    )
+    features = tiny_features(seed)
     return CamClassifier(features, 16, NUM_CLASSES).eval()
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from torch import nn
+from tiny_models import DEFAULT_HASHES, NUM_CLASSES, STAGES, TARGETS, tiny_features
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import ConfigError, PipelineConfig, TrainConfig, validated_config
@@ -22,33 +22,13 @@ from wsss_core.model.online_erasing import label_slots
 from wsss_core.model.run_files import requested_config
 from wsss_core.stochastic_cam import StochasticSelection
 
-NUM_CLASSES = 4
 THRESHOLD = 0.6
-TARGETS = [[0, 2], [1], [3, 0]]
-STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
-# Every stage's hash of the default config (as in test_multi_dilation: those of 8cbec9c).
-DEFAULT_HASHES = {
-    "train": "423bfa623dca990f",
-    "cam": "c60c5f612dd54b96",
-    "affinity": "482b6a18d377e1b7",
-    "seeds": "c70fb4ad613a1578",
-    "grown": "6225a23a79dac4da",
-    "crf": "e1ed78f7733391ea",
-}
 
 
 @pytest.fixture(scope="module")
 def model() -> OnlineErasingClassifier:
     """conv-BN-ReLU x 2 (16 channels, stride 4), then the two heads: 16 x 16 cells at 64 px."""
-    torch.manual_seed(0)
-    features = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-    )
+    features = tiny_features()
     return OnlineErasingClassifier(features, 16, NUM_CLASSES, THRESHOLD).eval()
 
 

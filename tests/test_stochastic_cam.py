@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import nn
+from tiny_models import NUM_CLASSES, TARGETS, tiny_features
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import CamConfig, PipelineConfig, stage_config_hash
@@ -22,22 +22,11 @@ from wsss_core.stochastic_cam import (
     stochastic_maps,
 )
 
-NUM_CLASSES = 4
-TARGETS = [[0, 2], [1], [3, 0]]
-
 
 @pytest.fixture(scope="module")
 def model() -> CamClassifier:
     """conv-BN-ReLU x 2 (16 channels, stride 4), GAP, linear: 8 x 8 feature cells at 32 px."""
-    torch.manual_seed(0)
-    features = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-    )
+    features = tiny_features()
     return CamClassifier(features, 16, NUM_CLASSES).eval()
 
 

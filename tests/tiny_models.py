@@ -1,0 +1,37 @@
+"""What the remedy tests share: a tiny seeded feature stack and the pinned default hashes.
+
+Test modules import it by name (pytest puts tests/ on the path).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUM_CLASSES = 4
+FEATURE_CHANNELS = 16
+TARGETS = [[0, 2], [1], [3, 0]]  # labelled classes of three test images
+STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
+# Every stage's hash of the default config before the remedies existed (computed from the
+# code of commit 8cbec9c): the maps and classifiers made then must stay current.
+DEFAULT_HASHES = {
+    "train": "423bfa623dca990f",
+    "cam": "c60c5f612dd54b96",
+    "affinity": "482b6a18d377e1b7",
+    "seeds": "c70fb4ad613a1578",
+    "grown": "6225a23a79dac4da",
+    "crf": "e1ed78f7733391ea",
+}
+
+
+def tiny_features(seed: int = 0) -> nn.Sequential:
+    """conv-BN-ReLU x 2 to 16 channels at stride 4 (16 x 16 cells at 64 px), seeded."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, FEATURE_CHANNELS, 3, stride=2, padding=1),
+        nn.BatchNorm2d(FEATURE_CHANNELS),
+        nn.ReLU(),
+    )
