@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import DEFAULT_HASHES, NUM_CLASSES, STAGES, TARGETS, tiny_features
+from tiny_models import (
+    DEFAULT_HASHES,
+    NUM_CLASSES,
+    STAGES,
+    TARGETS,
+    multi_hot,
+    tiny_features,
+    tiny_images,
+)
 from torch import nn
 
 from wsss_core.cam import class_activation_maps
@@ -35,14 +43,7 @@ def rounds() -> list[CamClassifier]:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
-def _multi_hot(targets: list[list[int]]) -> torch.Tensor:
-    hot = torch.zeros(len(targets), NUM_CLASSES)
-    for i, classes in enumerate(targets):
-        hot[i, classes] = 1.0
-    return hot
+    return tiny_images()
 
 
 def _high(model: nn.Module, images: torch.Tensor) -> tuple[list[np.ndarray], np.ndarray]:
@@ -61,8 +62,8 @@ def test_round_k_trains_on_images_erased_where_round_k_minus_1_is_high(rounds, i
 
     erase_for_1 = training.round_eraser(rounds[:1], THRESHOLD)
     erase_for_2 = training.round_eraser(rounds[:2], THRESHOLD)
-    torch.testing.assert_close(erase_for_1(images, _multi_hot(TARGETS)), seen_by_1, rtol=0, atol=0)
-    erased = erase_for_2(images, _multi_hot(TARGETS))
+    torch.testing.assert_close(erase_for_1(images, multi_hot(TARGETS)), seen_by_1, rtol=0, atol=0)
+    erased = erase_for_2(images, multi_hot(TARGETS))
     pixels = erased.permute(0, 2, 3, 1)  # [B, H, W, 3]
     assert torch.all(pixels[torch.from_numpy(high1)] == 0)  # round 1's high region: zero
     kept = torch.from_numpy(~(high0 | high1))
@@ -74,7 +75,7 @@ def test_round_k_trains_on_images_erased_where_round_k_minus_1_is_high(rounds, i
     run = training.build_run(config, NUM_CLASSES, 1, torch.device("cpu"), False, print, False)
     fed: list[torch.Tensor] = []
     run.model.register_forward_pre_hook(lambda _m, args: fed.append(args[0].clone()))
-    batch = [(images, _multi_hot(TARGETS))]
+    batch = [(images, multi_hot(TARGETS))]
     training._train_one_epoch(run, batch, torch.device("cpu"), False, 1, 1, None, erase_for_2)
     torch.testing.assert_close(fed[0], seen_by_2, rtol=0, atol=0)
 

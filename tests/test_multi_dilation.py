@@ -9,7 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from tiny_models import DEFAULT_HASHES, NUM_CLASSES, STAGES, TARGETS, tiny_features
+from tiny_models import (
+    DEFAULT_HASHES,
+    NUM_CLASSES,
+    STAGES,
+    TARGETS,
+    assert_cuda_maps_match_cpu,
+    tiny_features,
+    tiny_images,
+)
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import ConfigError, PipelineConfig, TrainConfig, validated_config
@@ -39,7 +47,7 @@ def model() -> MultiDilationClassifier:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    return tiny_images()
 
 
 def _branch_maps_by_hand(model: MultiDilationClassifier, images: torch.Tensor) -> list:
@@ -225,10 +233,4 @@ def test_config_show_says_what_it_does_and_its_cost():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_the_cpu(model, images):
-    cpu = class_activation_maps(model, images, TARGETS, scales=(1.0, 0.5), flip=True)
-    cuda = class_activation_maps(
-        model.to("cuda"), images.to("cuda"), TARGETS, scales=(1.0, 0.5), flip=True
-    )
-    model.to("cpu")
-    for a, b in zip(cpu, cuda, strict=True):
-        np.testing.assert_allclose(b, a, atol=1e-4)
+    assert_cuda_maps_match_cpu(model, images)

@@ -10,7 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from tiny_models import DEFAULT_HASHES, NUM_CLASSES, STAGES, TARGETS, tiny_features
+from tiny_models import (
+    DEFAULT_HASHES,
+    NUM_CLASSES,
+    STAGES,
+    TARGETS,
+    assert_cuda_maps_match_cpu,
+    multi_hot,
+    tiny_features,
+    tiny_images,
+)
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import ConfigError, PipelineConfig, TrainConfig, validated_config
@@ -34,14 +43,7 @@ def model() -> OnlineErasingClassifier:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-
-
-def _multi_hot(targets: list[list[int]]) -> torch.Tensor:
-    hot = torch.zeros(len(targets), NUM_CLASSES)
-    for i, classes in enumerate(targets):
-        hot[i, classes] = 1.0
-    return hot
+    return tiny_images()
 
 
 def _normalised(maps: torch.Tensor) -> torch.Tensor:
@@ -70,8 +72,8 @@ def test_the_erased_cells_are_exactly_zero_in_the_second_heads_input(model, imag
     handle = model.head.second.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
     try:
         with torch.no_grad():
-            first_logits, second_logits = model.training_logits(images, _multi_hot(TARGETS))
-            classes, valid = label_slots(_multi_hot(TARGETS))
+            first_logits, second_logits = model.training_logits(images, multi_hot(TARGETS))
+            classes, valid = label_slots(multi_hot(TARGETS))
             erased = model.head.erased(features, classes, valid)
     finally:
         handle.remove()
@@ -103,7 +105,7 @@ def test_the_cam_is_the_max_of_the_two_heads_normalised_maps(model, images):
 
 
 def test_label_slots_list_each_images_classes():
-    classes, valid = label_slots(_multi_hot(TARGETS))
+    classes, valid = label_slots(multi_hot(TARGETS))
     assert [classes[i][valid[i]].tolist() for i in range(3)] == [[0, 2], [1], [0, 3]]
 
 
@@ -126,7 +128,7 @@ def test_training_sums_both_heads_losses_and_trains_both():
     assert isinstance(run.model, OnlineErasingClassifier)
     generator = torch.Generator().manual_seed(2)
     images = torch.randn(4, 3, 64, 64, generator=generator)
-    targets = _multi_hot([[0], [1, 3], [2], [0, 1]])
+    targets = multi_hot([[0], [1, 3], [2], [0, 1]])
     before = copy.deepcopy(run.model).train()
     with torch.no_grad():
         expected = sum(
@@ -207,10 +209,4 @@ def test_config_show_says_what_it_does_and_its_cost():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_the_cpu(model, images):
-    cpu = class_activation_maps(model, images, TARGETS, scales=(1.0, 0.5), flip=True)
-    cuda = class_activation_maps(
-        model.to("cuda"), images.to("cuda"), TARGETS, scales=(1.0, 0.5), flip=True
-    )
-    model.to("cpu")
-    for a, b in zip(cpu, cuda, strict=True):
-        np.testing.assert_allclose(b, a, atol=1e-4)
+    assert_cuda_maps_match_cpu(model, images)

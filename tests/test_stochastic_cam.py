@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny_models import NUM_CLASSES, TARGETS, tiny_features
+from tiny_models import NUM_CLASSES, TARGETS, tiny_features, tiny_images
 
 from wsss_core.cam import class_activation_maps
 from wsss_core.config import CamConfig, PipelineConfig, stage_config_hash
@@ -32,7 +32,7 @@ def model() -> CamClassifier:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return tiny_images(32)
 
 
 def _maps(model, images, selection, seeds=(11, 12, 13), targets=TARGETS, **kwargs):

@@ -5,8 +5,11 @@ Test modules import it by name (pytest puts tests/ on the path).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from wsss_core.cam import class_activation_maps
 
 NUM_CLASSES = 4
 FEATURE_CHANNELS = 16
@@ -35,3 +38,27 @@ def tiny_features(seed: int = 0) -> nn.Sequential:
         nn.BatchNorm2d(FEATURE_CHANNELS),
         nn.ReLU(),
     )
+
+
+def tiny_images(side: int = 64, count: int = 3) -> torch.Tensor:
+    """``count`` seeded random RGB inputs of ``side`` pixels (normalised-input scale)."""
+    return torch.randn(count, 3, side, side, generator=torch.Generator().manual_seed(1))
+
+
+def multi_hot(targets: list[list[int]]) -> torch.Tensor:
+    """Float ``[B, NUM_CLASSES]`` targets with a 1 at each image's labelled classes."""
+    hot = torch.zeros(len(targets), NUM_CLASSES)
+    for i, classes in enumerate(targets):
+        hot[i, classes] = 1.0
+    return hot
+
+
+def assert_cuda_maps_match_cpu(model: nn.Module, images: torch.Tensor) -> None:
+    """The model's multi-scale, flipped CAMs of ``TARGETS`` on CUDA equal the CPU's (1e-4)."""
+    cpu = class_activation_maps(model, images, TARGETS, scales=(1.0, 0.5), flip=True)
+    cuda = class_activation_maps(
+        model.to("cuda"), images.to("cuda"), TARGETS, scales=(1.0, 0.5), flip=True
+    )
+    model.to("cpu")
+    for a, b in zip(cpu, cuda, strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4)
