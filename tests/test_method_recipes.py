@@ -205,69 +205,55 @@ def test_the_superpixels_recipe_runs_and_recomputes_seeds_and_below(
             assert len(np.unique(row.labels[segments == label])) == 1, row.image_id
 
 
-def test_the_multi_dilation_recipe_retrains_in_the_run_and_recomputes_every_stage(
-    labelled, tmp_path, capsys, prefect_harness
-):
+def _retrains_then_reuses(labelled, tmp_path: Path, capsys, recipe: str):
+    """Run ``recipe`` twice over a copy: the first run retrains and recomputes every stage,
+    with CAMs bit-identical when recomputed elsewhere; the second reuses it all.
+
+    Returns the classifier the first run trained (rebuilt from what its file records).
+    """
     workspace = _copy(labelled, tmp_path)
-    out = _run(workspace, "multi_dilation", capsys)
+    out = _run(workspace, recipe, capsys)
     assert "(trained)" in out
     assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
     assert "mIoU per stage" in out
-    dilations = tuple(_recipe("multi_dilation")["train"]["multi_dilation"])
-    classifier = load_checkpoint(workspace.model_path)  # rebuilt from what it records
-    assert isinstance(classifier.model, MultiDilationClassifier)
-    assert classifier.model.head.dilations == dilations
-    assert tuple(classifier.config["multi_dilation"]) == dilations
+    classifier = load_checkpoint(workspace.model_path)
     after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
     recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
     for image_id, cams in after.items():
         np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
     # The next run with the recipe keeps that classifier and every map, as for the defaults.
-    out = _run(workspace, "multi_dilation", capsys)
+    out = _run(workspace, recipe, capsys)
     assert "(reused)" in out
     assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
+    return classifier
+
+
+def test_the_multi_dilation_recipe_retrains_in_the_run_and_recomputes_every_stage(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    classifier = _retrains_then_reuses(labelled, tmp_path, capsys, "multi_dilation")
+    dilations = tuple(_recipe("multi_dilation")["train"]["multi_dilation"])
+    assert isinstance(classifier.model, MultiDilationClassifier)
+    assert classifier.model.head.dilations == dilations
+    assert tuple(classifier.config["multi_dilation"]) == dilations
 
 
 def test_the_erasing_recipe_retrains_in_the_run_and_recomputes_every_stage(
     labelled, tmp_path, capsys, prefect_harness
 ):
-    workspace = _copy(labelled, tmp_path)
-    out = _run(workspace, "erasing", capsys)
-    assert "(trained)" in out
-    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
-    assert "mIoU per stage" in out
+    classifier = _retrains_then_reuses(labelled, tmp_path, capsys, "erasing")
     threshold = _recipe("erasing")["train"]["online_erasing_threshold"]
-    classifier = load_checkpoint(workspace.model_path)  # rebuilt from what it records
     assert isinstance(classifier.model, OnlineErasingClassifier)
     assert classifier.model.head.threshold == threshold
-    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
-    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
-    for image_id, cams in after.items():
-        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
-    out = _run(workspace, "erasing", capsys)
-    assert "(reused)" in out
-    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
 
 
 def test_the_iterative_erasing_recipe_trains_every_round_in_the_run(
     labelled, tmp_path, capsys, prefect_harness
 ):
-    workspace = _copy(labelled, tmp_path)
-    out = _run(workspace, "erasing_iterative", capsys)
-    assert "(trained)" in out
-    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, SHARDS))}" in out
-    assert "mIoU per stage" in out
+    classifier = _retrains_then_reuses(labelled, tmp_path, capsys, "erasing_iterative")
     rounds = _recipe("erasing_iterative")["train"]["erasing_rounds"]
-    classifier = load_checkpoint(workspace.model_path)  # rebuilt from what it records
     assert isinstance(classifier.model, ErasingRoundsClassifier)
     assert len(classifier.model.rounds) == rounds + 1
-    after = {r.image_id: r.cams for r in read_cam_shard(workspace.shard_path("cam", 0))}
-    recomputed = _cams_recomputed_elsewhere(labelled, workspace, tmp_path / "again")
-    for image_id, cams in after.items():
-        np.testing.assert_array_equal(recomputed[image_id], cams, err_msg=image_id)
-    out = _run(workspace, "erasing_iterative", capsys)
-    assert "(reused)" in out
-    assert f"shards recomputed: {_recomputed(dict.fromkeys(MAP_STAGES, 0))}" in out
 
 
 def test_the_affinity_recipe_runs_and_recomputes_affinity_and_crf(
