@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_CAM, TINY_TRAIN, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -147,15 +147,6 @@ def trained(tmp_path_factory, prefect_harness):
     return {"workspace": workspace, "config": str(config_file)}
 
 
-def _label(workspace: Workspace, config_file: str):
-    from flows.label import label_with_runner
-
-    state = label_with_runner(None)(
-        workspace=str(workspace.root), config_file=config_file, return_state=True
-    )
-    return state, state.result(raise_on_failure=False)
-
-
 def test_a_truncated_image_fails_alone_and_is_retried_when_its_file_changes(
     trained, tmp_path, capsys
 ):
@@ -189,7 +180,7 @@ def test_a_truncated_image_fails_alone_and_is_retried_when_its_file_changes(
         assert any(victim.image_id in line for line in status.lines())
 
         # Unchanged file and settings: nothing is retried, the failure is still listed.
-        state, again = _label(workspace, trained["config"])
+        state, again = label_run(workspace.root, trained["config"])
         assert state.is_completed()
         assert again.computed_shards == {stage: 0 for stage in MAP_STAGES}
         assert [f.image_id for f in again.failed_images] == [victim.image_id]
@@ -199,7 +190,7 @@ def test_a_truncated_image_fails_alone_and_is_retried_when_its_file_changes(
     # Status agrees with the run: the changed file is pending in cam, as is its shard below.
     status = workspace_status(workspace, load_config(trained["config"]))
     assert status.stage("cam").pending == 1
-    state, fixed = _label(workspace, trained["config"])
+    state, fixed = label_run(workspace.root, trained["config"])
     assert state.is_completed()
     assert fixed.failed_images == ()
     assert fixed.computed_images == {stage: 1 for stage in MAP_STAGES}
@@ -212,7 +203,7 @@ def test_a_bug_hitting_every_image_fails_the_shards_not_the_images(trained, tmp_
 
     workspace = Workspace(tmp_path / "ws")
     shutil.copytree(trained["workspace"].root, workspace.root)
-    state, _ = _label(workspace, trained["config"])
+    state, _ = label_run(workspace.root, trained["config"])
     assert state.is_completed()
 
     def broken(*args, **kwargs):
@@ -221,7 +212,7 @@ def test_a_bug_hitting_every_image_fails_the_shards_not_the_images(trained, tmp_
     monkeypatch.setattr(seeds_stage, "make_seeds", broken)
     changed = tmp_path / "seeds.yaml"
     changed.write_text(yaml.safe_dump({**CONFIG, "seeds": {"fg_threshold": 0.5}}))
-    state, result = _label(workspace, str(changed))
+    state, result = label_run(workspace.root, str(changed))
     assert state.is_failed()
     assert [(f.stage, f.shard_index) for f in result.failures] == [("seeds", 0), ("seeds", 1)]
     assert "IndexError" in result.failures[0].error

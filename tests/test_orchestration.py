@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_CAM, TINY_TRAIN, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -59,16 +59,6 @@ def _restore(source: Path, holding: Path) -> None:
     shutil.copy(holding / "labels.csv", source / "labels.csv")
 
 
-def _label(workspace: Path, config_file: str, runner=None):
-    """The label flow; returns (final state, result)."""
-    from flows.label import label_with_runner
-
-    state = label_with_runner(runner)(
-        workspace=str(workspace), config_file=config_file, return_state=True
-    )
-    return state, state.result(raise_on_failure=False)
-
-
 def _stage_arrays(workspace: Workspace) -> dict[tuple[str, str], list[np.ndarray]]:
     """Every map of every stage, by (stage, image id), for exact comparisons."""
     arrays: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -105,7 +95,7 @@ def trained(tmp_path_factory, prefect_harness):
     ingest("folder", source, workspace, IngestOptions())
     config_file = _write_config(root / "config.yaml")
     train_or_reuse(workspace, load_config(config_file), log=lambda _: None, show_progress=False)
-    state, first = _label(workspace.root, config_file)
+    state, first = label_run(workspace.root, config_file)
     assert state.is_completed(), state.message
     snapshot = root / "snapshot"
     shutil.copytree(workspace.root, snapshot)  # the threads runner's maps, for comparisons
@@ -124,7 +114,7 @@ def test_label_flow_computes_every_shard_then_nothing(trained):
     assert first.shards == 3
     assert first.computed_shards == {stage: 3 for stage in MAP_STAGES}
     assert first.computed_images == {stage: IMAGES - HELD_BACK for stage in MAP_STAGES}
-    state, again = _label(trained["workspace"].root, trained["config"])
+    state, again = label_run(trained["workspace"].root, trained["config"])
     assert state.is_completed()
     assert again.computed_shards == {stage: 0 for stage in MAP_STAGES}
 
@@ -167,7 +157,7 @@ def test_dask_runner_gives_the_same_maps_as_threads(trained, tmp_path):
     shutil.copytree(trained["snapshot"].root, workspace.root)
     shutil.rmtree(workspace.root / "maps")
     with prefect_api_for_workers():
-        state, result = _label(
+        state, result = label_run(
             workspace.root, trained["config"], RunnerOptions(kind="dask", workers=2)
         )
     assert state.is_completed(), state.message
@@ -212,13 +202,13 @@ def test_a_failing_shard_is_reported_and_the_others_keep_their_results(
         _out_of_memory_on(
             patch, "wsss_core.stages.crf_stage", "refine_best_background", {victim.uri}
         )
-        state, result = _label(workspace.root, config_file)
+        state, result = label_run(workspace.root, config_file)
     assert state.is_failed()
     assert "1 shard(s) failed, first crf shard 1" in state.message
     assert [(f.stage, f.shard_index) for f in result.failures] == [("crf", 1)]
     assert victim.uri in result.failures[0].error  # the error names the file
     assert result.computed_shards["crf"] == 2  # shards 0 and 2 finished and were kept
-    state, retry = _label(workspace.root, config_file)
+    state, retry = label_run(workspace.root, config_file)
     assert state.is_completed()
     assert retry.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 1}
 
@@ -277,7 +267,7 @@ def test_images_added_to_the_source_cost_only_their_own_maps(trained):
     assert merged_ids == [r.image_id for r in read_manifest(workspace).shards(SHARD_SIZE)[2]]
     for stage in MAP_STAGES:
         workspace.shard_path(stage, 2).unlink()
-    state, recomputed = _label(workspace.root, trained["config"])
+    state, recomputed = label_run(workspace.root, trained["config"])
     assert state.is_completed()
     assert recomputed.computed_images == {stage: SHARD_SIZE for stage in MAP_STAGES}
     from_scratch = _stage_arrays(workspace)
@@ -374,7 +364,7 @@ def test_the_affinity_stage_trains_its_head_once_and_caches_like_the_others(trai
     workspace = Workspace(tmp_path / "affinity")
     shutil.copytree(trained["snapshot"].root, workspace.root)
     config_file = _write_config(tmp_path / "affinity.yaml", affinity=AFFINITY)
-    state, first = _label(workspace.root, config_file)
+    state, first = label_run(workspace.root, config_file)
     assert state.is_completed(), state.message
     # Switching it on walks every shard and redoes the crf (which restores from the walk);
     # cam, seeds and grown do not depend on it.
@@ -382,18 +372,18 @@ def test_the_affinity_stage_trains_its_head_once_and_caches_like_the_others(trai
     assert len(_head_files(workspace)) == 1
     walked = _walked(workspace)
     assert len(walked) == IMAGES - HELD_BACK
-    state, again = _label(workspace.root, config_file)
+    state, again = label_run(workspace.root, config_file)
     assert again.computed_shards == dict.fromkeys(first.computed_shards, 0)
     # A walk setting: walked again with the same head.
     walk_file = _write_config(tmp_path / "beta.yaml", affinity={**AFFINITY, "beta": 8.0})
-    state, rewalked = _label(workspace.root, walk_file)
+    state, rewalked = label_run(workspace.root, walk_file)
     assert rewalked.computed_shards == {"cam": 0, "affinity": 3, "seeds": 0, "grown": 0, "crf": 3}
     assert len(_head_files(workspace)) == 1
     # The same maps from Dask workers, the head trained again there from scratch.
     on_dask = Workspace(tmp_path / "affinity-dask")
     shutil.copytree(trained["snapshot"].root, on_dask.root)
     with prefect_api_for_workers():
-        state, _ = _label(on_dask.root, config_file, RunnerOptions(kind="dask", workers=2))
+        state, _ = label_run(on_dask.root, config_file, RunnerOptions(kind="dask", workers=2))
     assert state.is_completed(), state.message
     got = _walked(on_dask)
     assert got.keys() == walked.keys()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_CAM, TINY_TRAIN, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -110,8 +110,6 @@ def test_a_grid_offers_the_current_value_first_and_only_valid_settings():
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory, prefect_harness):
     """A tiny trained workspace whose true masks are its CAMs thresholded at 0.4."""
-    from flows.label import label_with_runner
-
     root = tmp_path_factory.mktemp("tune")
     source = generate_demo_dataset(root / "source", IMAGES, image_size=64, seed=11).root
     workspace = Workspace(root / "workspace")
@@ -120,9 +118,7 @@ def planted(tmp_path_factory, prefect_harness):
     config_file.write_text(yaml.safe_dump(CONFIG))
     config = load_config(config_file)
     train_or_reuse(workspace, config, log=lambda _: None, show_progress=False)
-    state = label_with_runner(None)(
-        workspace=str(workspace.root), config_file=str(config_file), return_state=True
-    )
+    state, _ = label_run(workspace.root, config_file)
     assert state.is_completed()
     records = read_manifest(workspace).by_id()
     for cams in iter_stage_cams(workspace.maps_dir("cam")):

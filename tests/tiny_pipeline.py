@@ -1,9 +1,14 @@
-"""The smallest config sections the flow tests share: they test orchestration, not masks.
+"""The smallest config sections the flow tests share (they test orchestration, not masks),
+and the label flow run they share.
 
 A from-scratch resnet18 (no weights file needed) trained for one epoch at 64 px,
 and single-scale CAMs. Test modules import it by name (pytest puts tests/ on
 the path).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
 
 TINY_TRAIN = {
     "backbone": "resnet18",
@@ -13,3 +18,13 @@ TINY_TRAIN = {
     "batch_size": 8,
 }
 TINY_CAM = {"scales": [1.0], "batch_size": 8}
+
+
+def label_run(workspace: Path | str, config_file: Path | str, runner=None) -> tuple:
+    """The label flow on ``runner`` (threads when None); returns (final state, result)."""
+    from flows.label import label_with_runner  # Prefect only when a test runs a flow
+
+    state = label_with_runner(runner)(
+        workspace=str(workspace), config_file=str(config_file), return_state=True
+    )
+    return state, state.result(raise_on_failure=False)
