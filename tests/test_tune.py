@@ -19,6 +19,7 @@ from wsss_core.data.demo import generate_demo_dataset
 from wsss_core.data.images import save_label_map
 from wsss_core.data.manifest import read_manifest, write_manifest
 from wsss_core.data.sources import IngestOptions
+from wsss_core.metrics import mean_iou
 from wsss_core.model.reuse import train_or_reuse
 from wsss_core.stages.evaluate_stage import thresholded_cam
 from wsss_core.stages.ingest_stage import ingest
@@ -28,7 +29,7 @@ from wsss_core.store.comparison import ComparisonLayout
 from wsss_core.store.maps import iter_stage_cams
 from wsss_core.store.workspace import Workspace
 from wsss_core.store.workspace_config import load_workspace_config, save_workspace_config
-from wsss_core.tuning.scores import ImageScores, estimate, mean_iou, paired_gain
+from wsss_core.tuning.scores import ImageScores, estimate, paired_gain
 from wsss_core.tuning.space import SEARCH_SPACE, grids_for, with_changes
 from wsss_core.tuning.split import MIN_TRUE_MASKS, TooFewTrueMasks, split_true_masks
 from wsss_core.tuning.truth import GROUND_TRUTH, TrueMask, true_masks

@@ -52,6 +52,34 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_labels: int) -> np.nd
     return counts.reshape(num_labels, width)
 
 
+def iou_per_label(counts: np.ndarray) -> np.ndarray:
+    """IoU per label of confusion counts ``[..., L, L + 1]`` (last column: unknown).
+
+    NaN for labels absent from gt and pred. Any leading axes are kept, so a
+    stack of resampled confusions is scored at once (``tuning/scores.py``).
+    """
+    labels = counts.shape[-2]
+    known = counts[..., :labels]
+    true_positive = np.diagonal(known, axis1=-2, axis2=-1).astype(np.float64)
+    gt_total = counts.sum(axis=-1)  # includes unknown predictions: misses
+    union = gt_total + known.sum(axis=-2) - true_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, true_positive / union, np.nan)
+
+
+def mean_iou(counts: np.ndarray) -> np.ndarray:
+    """Mean IoU over the labels present in the ground truth (NaN when none are).
+
+    A label predicted but absent from the gt has IoU 0 in :func:`iou_per_label`
+    but is left out here, as in the usual mIoU over a dataset where every class
+    occurs. Leading axes as in :func:`iou_per_label`.
+    """
+    present = counts.sum(axis=-1) > 0
+    iou = np.where(present, iou_per_label(counts), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present.any(axis=-1), iou.sum(axis=-1) / present.sum(axis=-1), np.nan)
+
+
 class ConfusionMatrix:
     """Accumulates a :func:`confusion_matrix` over images and derives scores from it.
 
@@ -81,25 +109,11 @@ class ConfusionMatrix:
 
     def iou_per_class(self) -> np.ndarray:
         """IoU per label value ``[num_labels]``; NaN for labels absent from gt and pred."""
-        known = self._counts[:, : self.num_labels]
-        true_positive = np.diag(known).astype(np.float64)
-        gt_total = self._counts.sum(axis=1)  # includes unknown predictions: misses
-        pred_total = known.sum(axis=0)
-        union = gt_total + pred_total - true_positive
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, true_positive / union, np.nan)
+        return iou_per_label(self._counts)
 
     def mean_iou(self) -> float:
-        """Mean IoU over the labels present in the ground truth (NaN when none are).
-
-        A label predicted but absent from the gt has IoU 0 in
-        :meth:`iou_per_class` but is left out here, as in the usual mIoU over a
-        dataset where every class occurs.
-        """
-        present = self._counts.sum(axis=1) > 0
-        if not present.any():
-            return float("nan")
-        return float(self.iou_per_class()[present].mean())
+        """Mean IoU over the labels present in the ground truth (see :func:`mean_iou`)."""
+        return float(mean_iou(self._counts))
 
     def pixel_accuracy(self) -> float:
         """Share of evaluated pixels predicted correctly; unknown counts as wrong."""

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest
+from wsss_core.metrics import mean_iou
 from wsss_core.model.comparison import workspace_classifier_fits
 from wsss_core.stages.common import shard_count
 from wsss_core.stages.compare import compute_maps
@@ -42,7 +43,6 @@ from wsss_core.tuning.scores import (
     ImageScores,
     estimate,
     gain_confidence,
-    mean_iou,
     paired_gain,
     score_images,
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsss_core.data.images import load_label_map
-from wsss_core.metrics import confusion_matrix
+from wsss_core.metrics import confusion_matrix, iou_per_label, mean_iou
 
 RESAMPLES = 1000
 LEVEL = 0.9  # a 90% interval: two-sided 5% tails
@@ -62,24 +62,6 @@ def score_images(
         matrices.append(confusion_matrix(load_label_map(path), prediction, num_labels))
     shape = (0, num_labels, num_labels + 1)
     return ImageScores(tuple(ids), np.stack(matrices) if matrices else np.zeros(shape, np.int64))
-
-
-def iou_per_label(counts: np.ndarray) -> np.ndarray:
-    """IoU per label of summed confusions ``[..., L, L + 1]`` (NaN where absent)."""
-    labels = counts.shape[-2]
-    known = counts[..., :labels]
-    true_positive = np.diagonal(known, axis1=-2, axis2=-1).astype(np.float64)
-    union = counts.sum(axis=-1) + known.sum(axis=-2) - true_positive
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, true_positive / union, np.nan)
-
-
-def mean_iou(counts: np.ndarray) -> np.ndarray:
-    """mIoU over the labels present in the truth, as :meth:`ConfusionMatrix.mean_iou`."""
-    present = counts.sum(axis=-1) > 0
-    iou = np.where(present, iou_per_label(counts), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present.any(axis=-1), iou.sum(axis=-1) / present.sum(axis=-1), np.nan)
 
 
 def _bootstrap_weights(count: int, seed: int, resamples: int) -> np.ndarray:
