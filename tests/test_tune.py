@@ -240,10 +240,10 @@ def test_the_quality_estimate_is_reported_and_kept_while_its_maps_hold(planted, 
     )
     assert "## Quality of the masks without a true mask" in report.markdown
     assert f"{quality.miou:.3f} [{quality.low:.3f}, {quality.high:.3f}]" in report.markdown
-    assert saved_quality(workspace, config, model) == quality
+    assert saved_quality(workspace, config, model, read_manifest(workspace)) == quality
     assert any("estimated mIoU" in line for line in workspace_status(workspace, config).lines())
     changed = with_changes(config, {"crf.bilateral_srgb": 7.0})
-    assert saved_quality(workspace, changed, model) is None  # other final masks
+    assert saved_quality(workspace, changed, model, read_manifest(workspace)) is None  # other masks
 
 
 def test_without_true_masks_the_quality_is_unknown(planted, tmp_path):

@@ -15,17 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from wsss_core.config import PipelineConfig, stage_config_hash
-from wsss_core.data.manifest import read_manifest
+from wsss_core.data.manifest import Manifest, read_manifest
 from wsss_core.stages.common import shard_maps_current
 from wsss_core.stages.evaluate_stage import stage_predictions
 from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.workspace import Workspace
 from wsss_core.tuning.scores import estimate, score_images
 from wsss_core.tuning.split import MIN_TRUE_MASKS
-from wsss_core.tuning.truth import describe_sources, true_masks
+from wsss_core.tuning.truth import TrueMask, describe_sources, true_masks
 
 QUALITY_FILE = "quality.json"
 WORST_CLASSES = 3
@@ -58,10 +59,8 @@ class QualityEstimate:
         ]
 
 
-def quality_lineage(workspace: Workspace, config: PipelineConfig, model_hash: str) -> str:
+def quality_lineage(config: PipelineConfig, model_hash: str, masks: Sequence[TrueMask]) -> str:
     """What the estimate depends on: the final masks' lineage and the true masks."""
-    manifest = read_manifest(workspace)
-    masks = true_masks(workspace, manifest)
     digest = hashlib.sha256()
     digest.update(f"{model_hash}|{stage_config_hash(config, 'crf')}".encode())
     for mask in masks:
@@ -83,7 +82,7 @@ def estimate_quality(
         for prediction in stage_predictions(workspace, config, "crf", index)
     )
     scores = score_images(predictions, truth, len(manifest.class_names) + 1)
-    lineage = quality_lineage(workspace, config, model_hash)
+    lineage = quality_lineage(config, model_hash, masks)
     without = len(manifest.records) - len(masks)
     if not scores.image_ids:
         return QualityEstimate(0, describe_sources(masks), without, None, None, None, (), lineage)
@@ -94,7 +93,8 @@ def estimate_quality(
         if not math.isnan(iou)
     ]
     worst = tuple(sorted(named, key=lambda item: item[1])[:WORST_CLASSES])
-    scored = [mask for mask in masks if mask.image_id in set(scores.image_ids)]
+    scored_ids = set(scores.image_ids)
+    scored = [mask for mask in masks if mask.image_id in scored_ids]
     return QualityEstimate(
         len(scores.image_ids),
         describe_sources(scored),
@@ -112,9 +112,10 @@ def save_quality(workspace: Workspace, quality: QualityEstimate) -> None:
 
 
 def saved_quality(
-    workspace: Workspace, config: PipelineConfig, model_hash: str | None
+    workspace: Workspace, config: PipelineConfig, model_hash: str | None, manifest: Manifest
 ) -> QualityEstimate | None:
-    """The last run's estimate while its lineage still holds, else None."""
+    """The last run's estimate while its lineage still holds, else None (``manifest``:
+    the workspace's, which the caller has read)."""
     path = workspace.root / QUALITY_FILE
     if model_hash is None or not path.exists():
         return None
@@ -124,4 +125,5 @@ def saved_quality(
         saved = QualityEstimate(**data)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return saved if saved.lineage == quality_lineage(workspace, config, model_hash) else None
+    current = quality_lineage(config, model_hash, true_masks(workspace, manifest))
+    return saved if saved.lineage == current else None

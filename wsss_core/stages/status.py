@@ -179,7 +179,7 @@ def workspace_status(workspace: Workspace, config: PipelineConfig) -> WorkspaceS
         for stage in map_stages(config)
     )
     head = affinity_head_status(workspace, config, model.file_hash)
-    quality = saved_quality(workspace, config, model.file_hash)
+    quality = saved_quality(workspace, config, model.file_hash, manifest)
     counts = image_counts(workspace, manifest)
     return WorkspaceStatus(workspace.root, counts, model, stages, head, quality)
 
