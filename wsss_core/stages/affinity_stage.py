@@ -31,7 +31,6 @@ from wsss_core.model.device import cpu_threads
 from wsss_core.stages.common import (
     ShardOutcome,
     expected_lineage,
-    output_is_current,
     plan_rewrite,
     shard_records,
 )
@@ -94,7 +93,7 @@ def run_affinity_shard(
     lineage = expected_lineage(config, "affinity", model_hash, records)
     cam_path = workspace.shard_path("cam", shard_index)
     plan = plan_rewrite(path, lineage, records, "affinity", shard_index, stored_image_ids(cam_path))
-    if not plan.todo and output_is_current("affinity", path, lineage):
+    if plan.unchanged():
         return ShardOutcome("affinity", shard_index, len(records), False, failed=plan.known_failed)
     classifier = classifier or load_checkpoint(workspace.model_path, "cpu", manifest.class_names)
     head = load_head(workspace.affinity_head_path(head_lineage(config, model_hash))).head

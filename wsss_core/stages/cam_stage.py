@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,7 +32,6 @@ from wsss_core.stages.common import (
     RewritePlan,
     ShardOutcome,
     expected_lineage,
-    output_is_current,
     plan_rewrite,
     shard_records,
 )
@@ -215,29 +215,28 @@ def run_cam_shard(
     manifest, records = shard_records(workspace, config, shard_index)
     path = workspace.shard_path("cam", shard_index)
 
-    def up_to_date(model: str) -> bool:
-        lineage = expected_lineage(config, "cam", model, records)
-        return output_is_current("cam", path, lineage)
-
     def plan_for(model: str) -> RewritePlan:
-        return plan_rewrite(
-            path, expected_lineage(config, "cam", model, records), records, "cam", shard_index
-        )
+        lineage = expected_lineage(config, "cam", model, records)
+        return plan_rewrite(path, lineage, records, "cam", shard_index)
+
+    def skipped(plan: RewritePlan) -> ShardOutcome:
+        return ShardOutcome("cam", shard_index, len(records), False, failed=plan.known_failed)
 
     if model_hash is not None:
         plan = plan_for(model_hash)
-        if not plan.todo and up_to_date(model_hash):
-            return ShardOutcome("cam", shard_index, len(records), False, failed=plan.known_failed)
+        if plan.unchanged():
+            return skipped(plan)
     classifier = load_checkpoint(
         workspace.model_path, config.device, class_names=manifest.class_names
     )
-    plan = plan_for(classifier.file_hash)
-    if not plan.todo and up_to_date(classifier.file_hash):
-        return ShardOutcome("cam", shard_index, len(records), False, failed=plan.known_failed)
+    if classifier.file_hash != model_hash:
+        plan = plan_for(classifier.file_hash)
+        if plan.unchanged():
+            return skipped(plan)
     if config.cam.cross_image_weight and (plan.kept_ids or plan.known_failed):
         # An image's maps depend on its group mates: a changed shard is computed whole.
-        plan = RewritePlan(plan.path, plan.inputs, (), list(records), ())
-    lineage = expected_lineage(config, "cam", classifier.file_hash, records)
+        plan = replace(plan, kept_ids=(), todo=list(records), known_failed=())
+    lineage = plan.lineage
     device = next(classifier.model.parameters()).device
     guard = ImageGuard("cam", shard_index)
     with cpu_threads(config.cam.cpu_threads):

@@ -72,7 +72,9 @@ def input_hashes(records: Sequence[ImageRecord]) -> dict[str, str]:
 class RewritePlan:
     """How a shard's output is brought up to date: what to compute, what to keep."""
 
+    stage: str
     path: Path  # the shard's output file
+    lineage: Lineage  # what the rewritten output is stored with
     inputs: dict[str, str]  # image id -> input hash, in shard order (stored with the output)
     kept_ids: tuple[str, ...]  # images whose previous rows are still valid
     todo: list[ImageRecord]  # the images to compute
@@ -82,9 +84,9 @@ class RewritePlan:
         """The previous output's rows that are kept (read when the shard is rewritten)."""
         return rows_of(self.path, self.kept_ids)
 
-    def unchanged(self, lineage: Lineage) -> bool:
+    def unchanged(self) -> bool:
         """True when the output on disk is already what a rewrite would produce."""
-        return not self.todo and is_fresh(self.path, lineage)
+        return not self.todo and output_is_current(self.stage, self.path, self.lineage)
 
 
 def plan_rewrite(
@@ -115,7 +117,7 @@ def plan_rewrite(
         if r.image_id not in settled and (available is None or r.image_id in available)
     ]
     kept = tuple(r.image_id for r in records if r.image_id in with_rows)
-    return RewritePlan(path, inputs, kept, todo, tuple(known))
+    return RewritePlan(stage, path, lineage, inputs, kept, todo, tuple(known))
 
 
 def current_model_hash(workspace: Workspace) -> str:

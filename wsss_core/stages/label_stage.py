@@ -61,7 +61,7 @@ def run_label_stage(
         *(stored_image_ids(workspace.shard_path(name, shard_index)) for name in needs)
     )
     plan = plan_rewrite(path, lineage, records, stage, shard_index, available)
-    if plan.unchanged(lineage):
+    if plan.unchanged():
         return ShardOutcome(stage, shard_index, len(records), False, failed=plan.known_failed)
     todo = plan.todo
     cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo)
