@@ -9,6 +9,7 @@ every stage.
 from __future__ import annotations
 
 import errno
+import io
 from pathlib import Path
 
 import numpy as np
@@ -95,13 +96,25 @@ def load_label_map(path: Path | str) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def save_label_map(path: Path, labels: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write a label map as PNG (palette PNG when ``palette`` is given), atomically."""
+def label_map_image(labels: np.ndarray, palette: list[int] | None = None) -> Image.Image:
+    """A label map as a PIL image (palette mode when ``palette`` is given)."""
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="L")
     if palette is not None:
         image = image.convert("P")
         image.putpalette(palette)
-    write_png_atomic(path, image)
+    return image
+
+
+def label_map_png(labels: np.ndarray, palette: list[int] | None = None) -> bytes:
+    """The PNG bytes :func:`save_label_map` writes (to hash or store them)."""
+    buffer = io.BytesIO()
+    label_map_image(labels, palette).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_label_map(path: Path, labels: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write a label map as PNG (palette PNG when ``palette`` is given), atomically."""
+    write_png_atomic(path, label_map_image(labels, palette))
 
 
 def voc_palette() -> list[int]:

@@ -3,9 +3,10 @@
 ``OUT/SegmentationClass/<image_id>.png`` palette PNGs (0 background, k + 1
 class k in manifest order, 255 ignore, VOC colours) and ``OUT/classes.txt``
 (``background`` then the class names, one a line, so line n is value n).
-Rejected images are never exported; with ``only_approved`` only approved ones
-are (for the ``crf`` stage, from their frozen masks, whatever the maps hold
-now: an approval is a reviewer's decision). A map a run would not keep as it
+Rejected images are never exported. For the ``crf`` stage a reviewer's mask
+wins over the pipeline's: a corrected mask (``wsss review fix``), else an
+approved image's frozen mask, whatever the maps hold now; with
+``only_approved`` only those are exported. A map a run would not keep as it
 is, made from other pixels or labels than the manifest now has (a reviewer
 fixed the labels, the image changed) or with another config or model (a
 retrain, a config change, a shard that failed since), is not exported
@@ -24,6 +25,7 @@ import numpy as np
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, save_label_map, voc_palette
 from wsss_core.data.manifest import read_manifest
+from wsss_core.review.corrections import current_corrections
 from wsss_core.review.reviews import APPROVED, REJECTED, approved_mask_path, latest_reviews
 from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
 from wsss_core.stages.evaluate_stage import thresholded_cam
@@ -104,6 +106,7 @@ def export_voc(
     current_inputs = input_hashes(manifest.records)
     usable = set(current_inputs)
     reviews = latest_reviews(workspace)
+    corrected = current_corrections(workspace) if stage == "crf" else {}
     target = Path(out_dir) / "SegmentationClass"
     target.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
@@ -118,10 +121,12 @@ def export_voc(
         if status == REJECTED:
             rejected += 1
             continue
-        if only_approved and status != APPROVED:
+        if image_id in corrected:
+            labels = corrected[image_id].label_map()  # the reviewer's own mask
+        elif only_approved and status != APPROVED:
             unapproved += 1
             continue
-        if status == APPROVED and stage == "crf":
+        elif status == APPROVED and stage == "crf":
             frozen = approved_mask_path(workspace, image_id)
             if not frozen.exists():
                 continue  # approved without a frozen mask: counted as missing, never guessed

@@ -5,7 +5,8 @@ FiftyOne reads its database settings when it is first imported, so
 function here imports it lazily for that reason.
 
 Sample fields: ``image_id``, ``split``, ``labels`` (Classifications, the
-image-level labels), ``ground_truth``, ``pseudo_mask``, ``seeds_mask`` and
+image-level labels), ``ground_truth``, ``pseudo_mask``, ``corrected_mask`` (a
+reviewer's correction from `wsss review fix`), ``seeds_mask`` and
 ``grown_mask`` (Segmentation with ``mask_path``, so masks stay on disk),
 ``cam_heatmap``, the triage scores and the curation flags of
 :mod:`wsss_core.review.review_files`. Re-publishing updates these fields in
@@ -31,6 +32,11 @@ from typing import Any
 from wsss_core.config import ReviewConfig
 from wsss_core.data.images import voc_palette
 from wsss_core.data.manifest import read_manifest
+from wsss_core.review.corrections import (
+    corrected_mask_path,
+    current_corrections,
+    refresh_corrected_copies,
+)
 from wsss_core.review.fiftyone_database import serve_database_dir
 from wsss_core.review.review_files import (
     FLAGS,
@@ -184,13 +190,16 @@ def _segmentation(fo: Any, path: Path | str | None) -> Any:
     return fo.Segmentation(mask_path=str(path)) if path and Path(path).exists() else None
 
 
-def _pipeline_fields(fo: Any, record, mask: Path, files: ReviewFiles | None) -> dict[str, Any]:
-    """Fields the pipeline owns and rewrites on every publish."""
+def _pipeline_fields(
+    fo: Any, record, mask: Path, files: ReviewFiles | None, corrected: Path | None
+) -> dict[str, Any]:
+    """Fields the pipeline owns and rewrites on every publish (the correction from the record)."""
     heatmap = files.cam_heatmap if files else None
     walked = files.affinity_heatmap if files else None
     return {
         "ground_truth": _segmentation(fo, record.gt_uri),
         "pseudo_mask": _segmentation(fo, mask),
+        "corrected_mask": _segmentation(fo, corrected),
         "seeds_mask": _segmentation(fo, files.seeds_mask if files else None),
         "grown_mask": _segmentation(fo, files.grown_mask if files else None),
         "cam_heatmap": fo.Heatmap(map_path=str(heatmap), range=[0, 255]) if heatmap else None,
@@ -216,6 +225,7 @@ def _ensure_schema(fo: Any, dataset: Any) -> None:
         "labels": fo.Classifications,
         "ground_truth": fo.Segmentation,
         "pseudo_mask": fo.Segmentation,
+        "corrected_mask": fo.Segmentation,
         "seeds_mask": fo.Segmentation,
         "grown_mask": fo.Segmentation,
         "cam_heatmap": fo.Heatmap,
@@ -268,6 +278,8 @@ def publish(
     )
     files = {f.image_id: f for f in reviewed}
     approved = {i for i, e in latest_reviews(workspace).items() if e.status == APPROVED}
+    refresh_corrected_copies(workspace)  # a kill after a pull's record leaves them behind
+    corrected = set(current_corrections(workspace))
 
     _ensure_schema(fo, dataset)
     existing: dict[str, tuple[str, list[str], list[str] | None]] = {}
@@ -288,7 +300,12 @@ def publish(
             # Reviewers see a published copy, so an approval freezes what they saw even
             # when a later run rewrites masks/<id>.png before the next sync.
             mask = publish_mask_copy(workspace, record.image_id)
-        fields = _pipeline_fields(fo, record, mask, files.get(record.image_id))
+        correction = (
+            corrected_mask_path(workspace, record.image_id)
+            if record.image_id in corrected
+            else None
+        )
+        fields = _pipeline_fields(fo, record, mask, files.get(record.image_id), correction)
         names = _label_names(record, manifest.class_names)
         if record.image_id in existing:
             sample_id, shown, published = existing[record.image_id]
@@ -342,7 +359,12 @@ def _keep_labels_edited_meanwhile(
 def _configure_app(fo: Any, dataset: Any, num_labels: int) -> None:
     """Masks visible by default, coloured with the VOC palette the PNGs use."""
     dataset.app_config.active_fields = fo.DatasetAppConfig.default_active_fields(dataset)
-    dataset.app_config.active_fields.paths = ["labels", "ground_truth", "pseudo_mask"]
+    dataset.app_config.active_fields.paths = [
+        "labels",
+        "ground_truth",
+        "pseudo_mask",
+        "corrected_mask",
+    ]
     # Heatmaps: CAM in [0, 255] drawn with a perceptual colour scale.
     dataset.app_config.active_fields.exclude = False
     dataset.app_config.color_scheme = fo.ColorScheme(
@@ -470,6 +492,46 @@ def observed_reviews(workspace: Workspace, config: ReviewConfig) -> dict[str, Ob
             else tuple(sorted(class_index[n] for n in last if n in class_index)),
         )
     return observed
+
+
+def view_image_ids(workspace: Workspace, config: ReviewConfig, view: str) -> list[str]:
+    """The image ids in one of the dataset's saved views, in the view's order."""
+    configure_database(workspace, config)
+    import fiftyone as fo
+
+    name = dataset_name_for(workspace, config)
+    if not fo.dataset_exists(name):
+        raise FileNotFoundError(f"no FiftyOne dataset {name!r}; run the pipeline first")
+    dataset = fo.load_dataset(name)
+    if not dataset.has_saved_view(view):
+        saved = ", ".join(dataset.list_saved_views())
+        raise KeyError(f"no saved view {view!r} in {name} (saved: {saved})")
+    return list(dataset.load_saved_view(view).values("image_id"))
+
+
+def show_corrections(workspace: Workspace, config: ReviewConfig) -> int:
+    """Point each sample's ``corrected_mask`` at its recorded correction; returns how many.
+
+    Called after a pull, so reviewers see corrections before the next publish.
+    """
+    configure_database(workspace, config)
+    import fiftyone as fo
+
+    name = dataset_name_for(workspace, config)
+    if not fo.dataset_exists(name):
+        return 0
+    dataset = fo.load_dataset(name)
+    _ensure_schema(fo, dataset)
+    corrected = current_corrections(workspace)
+    ids, sample_ids = dataset.values(["image_id", "id"])
+    values = {
+        sample_id: _segmentation(fo, corrected_mask_path(workspace, image_id))
+        if image_id in corrected
+        else None
+        for image_id, sample_id in zip(ids, sample_ids, strict=True)
+    }
+    dataset.set_values("corrected_mask", values, key_field="id")
+    return sum(value is not None for value in values.values())
 
 
 def dataset_exists(workspace: Workspace, config: ReviewConfig) -> bool:

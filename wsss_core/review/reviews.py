@@ -16,7 +16,22 @@ status      string             ``approved``, ``rejected``, ``needs-fix`` or
 labels      list<int16> (null) corrected image labels; null = no correction
 mask_sha256 string (null)      hash of the frozen mask, for ``approved``
 reviewed_at timestamp[us, UTC] when the sync saw the change
+corrected_  string (null)      the current corrected mask's hash (a reviewer
+sha256                         painted it: ``corrected/<image_id>.png``)
+corrected_  string (null)      hash of the mask the reviewer started from, as
+base_sha256                    sent to the editor
+corrected_  string (null)      who saved the correction (the editor's user)
+by
+corrected_  timestamp (null)   when they saved it
+at
+correction_ string (null)      where it came from (editor task, annotation
+ref                            and its version)
 =========== ================== ==============================================
+
+Every row carries the image's whole state: a tag change keeps the current
+correction, a correction keeps the tags' status and label fixes. Tables
+written before corrections existed (schema version 1) read with no
+correction.
 
 An approval freezes the mask: it is copied to ``approved/<image_id>.png`` and
 from then on publishing and export use that copy, whatever later runs compute,
@@ -49,7 +64,7 @@ from wsss_core.store.parquet_io import read_table, write_table
 from wsss_core.store.update_lock import exclusive_update
 from wsss_core.store.workspace import Workspace
 
-REVIEWS_SCHEMA_VERSION = 1
+REVIEWS_SCHEMA_VERSION = 2  # 2: the corrected_* columns
 APPROVED, REJECTED, NEEDS_FIX, UNREVIEWED = "approved", "rejected", "needs-fix", "unreviewed"
 REVIEW_TAGS = (APPROVED, REJECTED, NEEDS_FIX)
 
@@ -60,8 +75,24 @@ REVIEWS_SCHEMA = pa.schema(
         ("labels", pa.list_(pa.int16())),
         ("mask_sha256", pa.string()),
         ("reviewed_at", pa.timestamp("us", tz="UTC")),
+        ("corrected_sha256", pa.string()),
+        ("corrected_base_sha256", pa.string()),
+        ("corrected_by", pa.string()),
+        ("corrected_at", pa.timestamp("us", tz="UTC")),
+        ("correction_ref", pa.string()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A mask a reviewer painted, and what it was painted over."""
+
+    sha256: str  # of the corrected mask's PNG
+    base_sha256: str  # of the mask sent to the editor
+    by: str
+    at: datetime
+    ref: str  # the editor's task and annotation version, so a later edit is told apart
 
 
 @dataclass(frozen=True)
@@ -71,6 +102,7 @@ class ReviewEvent:
     labels: tuple[int, ...] | None = None
     mask_sha256: str | None = None
     reviewed_at: datetime | None = None
+    correction: Correction | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,18 @@ def reviews_path(workspace: Workspace) -> Path:
     return workspace.root / "reviews.parquet"
 
 
+def _correction_of(row: Mapping[str, object]) -> Correction | None:
+    if row.get("corrected_sha256") is None:
+        return None
+    return Correction(
+        str(row["corrected_sha256"]),
+        str(row["corrected_base_sha256"]),
+        str(row["corrected_by"]),
+        row["corrected_at"],  # type: ignore[arg-type]
+        str(row["correction_ref"]),
+    )
+
+
 def read_reviews(workspace: Workspace) -> list[ReviewEvent]:
     path = reviews_path(workspace)
     if not path.exists():
@@ -129,6 +173,7 @@ def read_reviews(workspace: Workspace) -> list[ReviewEvent]:
             None if row["labels"] is None else tuple(row["labels"]),
             row["mask_sha256"],
             row["reviewed_at"],
+            _correction_of(row),
         )
         for row in read_table(path).to_pylist()
     ]
@@ -145,18 +190,25 @@ def latest_reviews(workspace: Workspace) -> dict[str, ReviewEvent]:
 def _append(workspace: Workspace, events: Sequence[ReviewEvent]) -> None:
     path = reviews_path(workspace)
     with exclusive_update(path):
-        rows = [
-            {
-                "image_id": e.image_id,
-                "status": e.status,
-                "labels": None if e.labels is None else list(e.labels),
-                "mask_sha256": e.mask_sha256,
-                "reviewed_at": e.reviewed_at,
-            }
-            for e in [*read_reviews(workspace), *events]
-        ]
+        rows = [_row_of(e) for e in [*read_reviews(workspace), *events]]
         table = pa.Table.from_pylist(rows, schema=REVIEWS_SCHEMA)
         write_table(path, table, {"schema_version": REVIEWS_SCHEMA_VERSION})
+
+
+def _row_of(event: ReviewEvent) -> dict[str, object]:
+    correction = event.correction
+    return {
+        "image_id": event.image_id,
+        "status": event.status,
+        "labels": None if event.labels is None else list(event.labels),
+        "mask_sha256": event.mask_sha256,
+        "reviewed_at": event.reviewed_at,
+        "corrected_sha256": correction.sha256 if correction else None,
+        "corrected_base_sha256": correction.base_sha256 if correction else None,
+        "corrected_by": correction.by if correction else None,
+        "corrected_at": correction.at if correction else None,
+        "correction_ref": correction.ref if correction else None,
+    }
 
 
 def _freeze_mask(workspace: Workspace, image_id: str) -> str | None:
@@ -214,7 +266,7 @@ def _record_reviews(
         mask_hash = previous.mask_sha256 if status == APPROVED else None
         if status == APPROVED and previous.status != APPROVED:
             mask_hash = _freeze_mask(workspace, image_id)
-        events.append(ReviewEvent(image_id, status, labels, mask_hash, now))
+        events.append(ReviewEvent(image_id, status, labels, mask_hash, now, previous.correction))
     if events:
         _append(workspace, events)
         apply_label_corrections(workspace)
@@ -231,6 +283,29 @@ def _record_reviews(
             for e in events
         ),
     )
+
+
+def record_corrections(
+    workspace: Workspace, corrections: Mapping[str, Correction], now: datetime | None = None
+) -> int:
+    """Append one row per corrected image (its status and label fixes kept); returns how many.
+
+    One append: every correction of a pull is recorded, or none is.
+    """
+    with exclusive_update(reviews_path(workspace)):
+        latest = latest_reviews(workspace)
+        when = now or datetime.now(UTC)
+        events = [
+            replace(
+                latest.get(image_id, ReviewEvent(image_id, UNREVIEWED)),
+                reviewed_at=when,
+                correction=correction,
+            )
+            for image_id, correction in corrections.items()
+        ]
+        if events:
+            _append(workspace, events)
+        return len(events)
 
 
 def apply_label_corrections(workspace: Workspace) -> int:

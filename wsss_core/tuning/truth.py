@@ -1,6 +1,7 @@
-"""The workspace's true masks: ground truth from the source, then masks reviewers approved.
+"""The workspace's true masks: ground truth, then reviewers' corrected and approved masks.
 
-Ground truth (the manifest's ``gt_uri``) wins where both exist. An approved
+Ground truth (the manifest's ``gt_uri``) wins where several exist, then a
+mask a reviewer painted (``wsss review fix``), then an approved one. An approved
 mask is the pseudo-mask a reviewer accepted as it was (``approved/<id>.png``,
 frozen when approved), so it is true by the reviewer's judgement; it favours
 the settings that made it, which is why sources are counted apart in every
@@ -13,10 +14,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from wsss_core.data.manifest import Manifest
+from wsss_core.review.corrections import current_corrections
 from wsss_core.review.reviews import APPROVED, approved_mask_path, latest_reviews
 from wsss_core.store.workspace import Workspace
 
 GROUND_TRUTH = "ground truth"
+CORRECTED_MASK = "corrected mask"
 APPROVED_MASK = "approved mask"
 
 
@@ -24,17 +27,22 @@ APPROVED_MASK = "approved mask"
 class TrueMask:
     image_id: str
     path: str  # a label map PNG (0 background, k + 1 class k, 255 ignore)
-    source: str  # GROUND_TRUTH or APPROVED_MASK
+    source: str  # GROUND_TRUTH, CORRECTED_MASK or APPROVED_MASK
     labels: tuple[int, ...]  # the image's labelled classes (for stratifying)
 
 
 def true_masks(workspace: Workspace, manifest: Manifest) -> list[TrueMask]:
     """Every usable image's true mask, in manifest order."""
     reviews = latest_reviews(workspace)
+    corrected = current_corrections(workspace)
     found = []
     for record in manifest.records:
         if record.gt_uri:
             found.append(TrueMask(record.image_id, record.gt_uri, GROUND_TRUTH, record.labels))
+            continue
+        if record.image_id in corrected:
+            path = str(corrected[record.image_id].path)
+            found.append(TrueMask(record.image_id, path, CORRECTED_MASK, record.labels))
             continue
         review = reviews.get(record.image_id)
         approved = approved_mask_path(workspace, record.image_id)

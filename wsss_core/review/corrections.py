@@ -1,0 +1,82 @@
+"""Corrected masks on disk: every version kept, the current one at ``corrected/<image_id>.png``.
+
+A correction is written first as an immutable version file,
+``corrected/versions/<image_id>/<hash>.png`` (a leftover one whose row never
+made it into ``reviews.parquet`` is unused), then recorded, then copied to
+``corrected/<image_id>.png``, the file users open. Everything that reads a
+correction goes through :func:`current_corrections`, which takes the version
+the record names, so a kill between the steps never shows a mask the record
+does not hold; the next pull or publish puts the copies right.
+
+Pipeline runs never write under ``corrected/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wsss_core.data.images import label_map_png, load_label_map, voc_palette
+from wsss_core.review.reviews import Correction, latest_reviews
+from wsss_core.store.atomic import write_bytes_atomic
+from wsss_core.store.workspace import Workspace
+
+HASH_CHARS = 16  # of the sha256 in a version's file name
+
+
+def corrected_dir(workspace: Workspace) -> Path:
+    return workspace.root / "corrected"
+
+
+def corrected_mask_path(workspace: Workspace, image_id: str) -> Path:
+    return corrected_dir(workspace) / f"{image_id}.png"
+
+
+def version_path(workspace: Workspace, image_id: str, sha256: str) -> Path:
+    return corrected_dir(workspace) / "versions" / image_id / f"{sha256[:HASH_CHARS]}.png"
+
+
+def write_version(workspace: Workspace, image_id: str, label_map: np.ndarray) -> str:
+    """Store one corrected mask as a version (a palette PNG); returns the PNG's sha256."""
+    data = label_map_png(label_map, voc_palette())
+    sha256 = hashlib.sha256(data).hexdigest()
+    path = version_path(workspace, image_id, sha256)
+    if not path.exists():
+        write_bytes_atomic(path, data)
+    return sha256
+
+
+@dataclass(frozen=True)
+class CurrentCorrection:
+    correction: Correction
+    path: Path  # the recorded version's file
+
+    def label_map(self) -> np.ndarray:
+        return load_label_map(self.path)
+
+
+def current_corrections(workspace: Workspace) -> dict[str, CurrentCorrection]:
+    """Each image's recorded correction whose version file exists."""
+    found = {}
+    for image_id, event in latest_reviews(workspace).items():
+        if event.correction is None:
+            continue
+        path = version_path(workspace, image_id, event.correction.sha256)
+        if path.exists():
+            found[image_id] = CurrentCorrection(event.correction, path)
+    return found
+
+
+def refresh_corrected_copies(workspace: Workspace) -> int:
+    """Make ``corrected/<image_id>.png`` the recorded version for every image; returns changes."""
+    changed = 0
+    for image_id, current in current_corrections(workspace).items():
+        target = corrected_mask_path(workspace, image_id)
+        data = current.path.read_bytes()
+        if not target.exists() or target.read_bytes() != data:
+            write_bytes_atomic(target, data)
+            changed += 1
+    return changed
