@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export FIFTYONE_DO_NOT_TRACK ?= true
 
-.PHONY: install browser demo test lint format bench clean
+.PHONY: install browser labelstudio demo test lint format bench clean
 
 install: $(STAMP)
 
@@ -36,7 +36,22 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "could not install chromium (needs root); the App browser test will be skipped"; }
 
-test: install browser
+# `wsss review fix` edits masks in Label Studio. The server lives in its own venv:
+# its pins (redis<6, python-json-logger, pytz) conflict with Prefect's. The pipeline
+# only needs the `label-studio` command, which this links beside `wsss`.
+LS_VENV := .venv-labelstudio
+LS_VERSION := 1.23.2
+
+labelstudio: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/pip install --quiet label-studio==$(LS_VERSION)
+	ln -sf $(abspath $(LS_VENV))/bin/label-studio $(BIN)/label-studio
+	touch $@
+
+test: install browser labelstudio
 	$(BIN)/python -m pytest
 
 lint: install

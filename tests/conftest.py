@@ -46,7 +46,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """Gives a TCP port free now: two suites running at once must not serve Apps on one port."""
     return _free_port

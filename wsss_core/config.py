@@ -480,6 +480,28 @@ class ReviewConfig(_Section):
         description="flag an unlabelled class the classifier scores above this "
         "(label possibly missing)",
     )
+    labelstudio_url: str | None = Field(
+        None,
+        description="an existing Label Studio for `wsss review fix`; default: one started "
+        "for the workspace on 127.0.0.1 (data under <workspace>/labelstudio)",
+    )
+    labelstudio_api_key_env: str = Field(
+        "LABEL_STUDIO_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the existing server's API key (the key "
+        "itself is never stored or printed)",
+    )
+    labelstudio_files_root: str | None = Field(
+        None,
+        description="the existing server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder "
+        "above the workspace (tasks' images are served from <workspace>/labelstudio/images)",
+    )
+    labelstudio_port: int = Field(8080, ge=1, le=65535, description="the started server's port")
+    labelstudio_command: str | None = Field(
+        None,
+        description="the label-studio executable for the started server; default: beside "
+        "this Python (`make labelstudio` links it there), else on PATH",
+    )
 
 
 class PipelineConfig(_Section):

@@ -1,4 +1,4 @@
-"""`wsss review`: the FiftyOne App on a workspace, or `wsss review sync` to record reviews."""
+"""`wsss review`: the FiftyOne App on a workspace, `sync` to record reviews, `fix` to edit masks."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ if TYPE_CHECKING:
 
 class Review:
     NAME = "review"
-    HELP = "open the FiftyOne App on a workspace, or `sync` reviewers' tags into it"
+    HELP = (
+        "open the FiftyOne App on a workspace, `sync` reviewers' tags into it, or `fix`: "
+        "masks out to Label Studio and corrections back (--pull)"
+    )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "action",
             nargs="?",
-            choices=("app", "sync"),
+            choices=("app", "sync", "fix"),
             default="app",
-            help="app (default): serve the App; sync: record tags and label corrections",
+            help="app (default): serve the App; sync: record tags and label corrections; "
+            "fix: send masks to Label Studio for editing (--pull brings corrections back)",
         )
         parser.add_argument("--workspace", required=True, help="workspace directory")
         add_config_arguments(
@@ -36,6 +40,16 @@ class Review:
         parser.add_argument(
             "--address", default="127.0.0.1", help="bind address (0.0.0.0 exposes it to all)"
         )
+        fix = parser.add_argument_group("fix")
+        fix.add_argument(
+            "--view",
+            default="needs-fix",
+            help="fix: the samples to send: a saved view (needs-fix, review-queue, "
+            "label-suspects, ...) or a file of image ids, one a line (default: needs-fix)",
+        )
+        what = fix.add_mutually_exclusive_group()
+        what.add_argument("--pull", action="store_true", help="fix: bring corrections back")
+        what.add_argument("--stop", action="store_true", help="fix: stop the started server")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -53,6 +67,10 @@ class Review:
             check_database(config.review.database_uri)  # fail in seconds, before any work
         if args.action == "sync":
             return _sync(args, config)
+        if args.action == "fix":
+            from wsss_cli.commands.review_fix import fix
+
+            return fix(args, config)
         from wsss_core.review.fiftyone_adapter import launch_app
 
         launch_app(Workspace(Path(args.workspace)), config.review, address=args.address)
