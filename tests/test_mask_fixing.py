@@ -29,7 +29,7 @@ from labelstudio_editor import (
     editor_rle,
     label_studio_or_skip,
 )
-from tiny_pipeline import TINY_TRAIN
+from tiny_pipeline import tiny_review_config
 
 from wsss_core.config import ReviewConfig, load_config
 from wsss_core.data.images import load_label_map, voc_palette
@@ -42,12 +42,7 @@ from wsss_core.review.reviews import latest_reviews, reviews_path
 from wsss_core.store.workspace import Workspace
 
 DATASET = f"wsss-mask-fixing-{os.getpid()}"
-CONFIG = {
-    "shard_size": 6,
-    "demo": {"num_images": 12, "image_size": 48, "seed": 11},
-    "train": {**TINY_TRAIN, "image_size": 48, "batch_size": 6},
-    "cam": {"scales": [1.0]},
-}
+CONFIG = tiny_review_config(seed=11)
 
 
 def _main(*args: str) -> int:
@@ -430,3 +425,24 @@ def test_the_editor_draws_the_mask(fixing, tmp_path, free_port):
         browser.terminate()
         browser.wait(timeout=30)
     assert counts and max(counts) > 1000, f"no canvas drew the class colour {colour}: {counts}"
+
+
+def test_an_unreadable_image_costs_only_itself(fixing, monkeypatch):
+    from wsss_core.review import mask_fixing
+
+    workspace, server = fixing["workspace"], fixing["server"]
+    records = read_manifest(workspace).by_id()
+    unsent = [i for i in sorted(records) if i not in fixing["tasks"]][:2]
+    broken, good = unsent
+    read_pixels = mask_fixing.load_rgb
+
+    def load_rgb(uri):
+        if uri == records[broken].uri:
+            raise OSError(f"{uri}: truncated file")
+        return read_pixels(uri)
+
+    monkeypatch.setattr(mask_fixing, "load_rgb", load_rgb)
+    summary = mask_fixing.send_for_fixing(workspace, server, unsent, say=lambda _: None)
+    assert summary.sent == [good]
+    assert len(summary.failed) == 1 and summary.failed[0].startswith(f"{broken}: ")
+    assert "truncated file" in summary.failed[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import TINY_TRAIN
+from tiny_pipeline import tiny_review_config
 
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
@@ -19,12 +19,7 @@ from wsss_core.store.workspace import Workspace
 # Unique per test process: two suites running at once must not share a dataset.
 DATASET = f"wsss-review-loop-{os.getpid()}"
 
-CONFIG = {
-    "shard_size": 6,
-    "demo": {"num_images": 12, "image_size": 48, "seed": 5},
-    "train": {**TINY_TRAIN, "image_size": 48, "batch_size": 6},
-    "cam": {"scales": [1.0]},
-}
+CONFIG = tiny_review_config(seed=5)
 
 
 def _write_config(path: Path, database_dir: Path, **crf) -> str:

@@ -20,6 +20,16 @@ TINY_TRAIN = {
 TINY_CAM = {"scales": [1.0], "batch_size": 8}
 
 
+def tiny_review_config(seed: int) -> dict:
+    """A 12-image, 48 px demo in two shards: the review tests' workspace."""
+    return {
+        "shard_size": 6,
+        "demo": {"num_images": 12, "image_size": 48, "seed": seed},
+        "train": {**TINY_TRAIN, "image_size": 48, "batch_size": 6},
+        "cam": {"scales": [1.0]},
+    }
+
+
 def label_run(workspace: Path | str, config_file: Path | str, runner=None) -> tuple:
     """The label flow on ``runner`` (threads when None); returns (final state, result)."""
     from flows.label import label_with_runner  # Prefect only when a test runs a flow

@@ -45,15 +45,18 @@ def _send(workspace: Workspace, config: PipelineConfig, server: Server, view: st
     summary = send_for_fixing(workspace, server, image_ids)
     print(
         f"{len(summary.sent)} sent, {len(summary.already_out)} already in the project, "
-        f"{len(summary.without_mask)} without a mask yet (of {len(image_ids)} in {view})"
+        f"{len(summary.without_mask)} without a mask yet, {len(summary.failed)} not readable "
+        f"(of {len(image_ids)} in {view})"
     )
+    for message in summary.failed:
+        print(f"not sent: {message}")
     print(f"Label Studio project: {summary.project_url}")
     if server.login is not None:
         user, password_file = server.login
         print(f"log in as {user}; the password is in {password_file}")
         print(f"stop the server with: wsss review fix --workspace {workspace.root} --stop")
     print(f"then: wsss review fix --workspace {workspace.root} --pull")
-    return 0
+    return 1 if summary.failed else 0
 
 
 def _pull(workspace: Workspace, config: PipelineConfig, server: Server) -> int:

@@ -8,7 +8,8 @@ mask and image line up). The mask as sent is kept in
 ``labelstudio/sent/<id>/<hash>.png`` and its hash rides in the task's data:
 the task is the record of what went out, so a crash after the import loses
 nothing and a run while tasks are out changes no task. An image with a task
-in the project is not sent again.
+in the project is not sent again; one that cannot be read is reported and
+costs only itself.
 
 Pull: every task's latest saved (not skipped) annotation is decoded
 (:mod:`wsss_core.review.labelstudio_regions`), and each one not yet recorded
@@ -69,6 +70,7 @@ class SendSummary:
     sent: list[str]
     already_out: list[str]
     without_mask: list[str]
+    failed: list[str] = field(default_factory=list)  # "image_id: problem", not sent
 
 
 @dataclass(frozen=True)
@@ -193,20 +195,23 @@ def send_for_fixing(
         project_id = _project(workspace, server, client, manifest.class_names)
         out = {task["data"].get("image_id") for task in client.tasks(project_id)}
         already = [i for i in image_ids if i in out]
-        tasks, without = [], []
+        tasks, without, failed = [], [], []
         for image_id in dict.fromkeys(i for i in image_ids if i not in out):
             mask_file = current_mask_file(workspace, image_id)
             if mask_file is None:
                 without.append(image_id)
                 continue
-            tasks.append(
-                _task(workspace, server, records[image_id], mask_file, manifest.class_names)
-            )
+            try:
+                task = _task(workspace, server, records[image_id], mask_file, manifest.class_names)
+            except (OSError, ValueError) as error:  # one unreadable image costs only itself
+                failed.append(f"{image_id}: {error}")
+                continue
+            tasks.append(task)
         for start in range(0, len(tasks), IMPORT_BATCH):
             client.import_tasks(project_id, tasks[start : start + IMPORT_BATCH])
             say(f"sent {min(start + IMPORT_BATCH, len(tasks))}/{len(tasks)}")
     sent = [task["data"]["image_id"] for task in tasks]
-    return SendSummary(project_url(server, project_id), sent, already, without)
+    return SendSummary(project_url(server, project_id), sent, already, without, failed)
 
 
 def _latest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
