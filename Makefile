@@ -42,14 +42,17 @@ browser:
 LS_VENV := .venv-labelstudio
 LS_VERSION := 1.23.2
 
-labelstudio: $(LS_VENV)/.installed
+labelstudio: $(BIN)/label-studio
 
-$(LS_VENV)/.installed: | $(BIN)/python
+$(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install --quiet --upgrade pip
 	$(LS_VENV)/bin/pip install --quiet label-studio==$(LS_VERSION)
-	ln -sf $(abspath $(LS_VENV))/bin/label-studio $(BIN)/label-studio
 	touch $@
+
+# Its own rule: a .venv made anew gets the link again.
+$(BIN)/label-studio: | $(LS_VENV)/.installed $(BIN)/python
+	ln -sf $(abspath $(LS_VENV))/bin/label-studio $@
 
 test: install browser labelstudio
 	$(BIN)/python -m pytest

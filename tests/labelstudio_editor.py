@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from wsss_core.review.labelstudio_server import LabelStudioMissing, find_label_s
 
 
 def label_studio_or_skip(config: ReviewConfig) -> Path:
-    """The label-studio command; a missing one fails under CI (`make test` installs it)."""
+    """The label-studio command (`make test` installs it; a missing one fails under CI)."""
     try:
         return find_label_studio(config)
     except LabelStudioMissing as error:
@@ -66,12 +65,3 @@ def antialiased_stroke(
     rgba[..., 0] = 128  # the label's colour; only alpha decides the pixel
     rgba[..., 3] = np.round(alpha * 255).astype(np.uint8)
     return rgba
-
-
-def chromium_or_skip() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("chromium not installed (make test installs it)")
-    return found

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from headless_chromium import chromium_or_skip
 from labelstudio_editor import (
     antialiased_stroke,
-    chromium_or_skip,
     editor_rle,
     label_studio_or_skip,
 )

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from headless_chromium import chromium_or_skip
 from tiny_pipeline import tiny_review_config
 
 from wsss_core.data.images import load_label_map
@@ -189,7 +190,6 @@ def test_export_only_approved_and_never_rejected(reviewed, tmp_path):
 
 def test_app_shows_the_samples_with_masks(reviewed, tmp_path, free_port):
     """A real browser opens the App: the dataset, its samples and mask fields are on the page."""
-    import shutil
     import subprocess
 
     from PIL import Image
@@ -197,11 +197,7 @@ def test_app_shows_the_samples_with_masks(reviewed, tmp_path, free_port):
     from wsss_core.config import load_config
     from wsss_core.review.fiftyone_adapter import app_url, start_app
 
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("chromium not installed (make test installs it)")
+    chromium = chromium_or_skip()
     config = load_config(reviewed["config"]).review.model_copy(update={"port": free_port()})
     session = start_app(reviewed["workspace"], config)
     try:
