@@ -37,7 +37,12 @@ from wsss_core.data.manifest import read_manifest
 from wsss_core.review.brush_rle import STROKE_ALPHA_MIN, decode_mask
 from wsss_core.review.corrections import corrected_mask_path, current_corrections
 from wsss_core.review.labelstudio_server import connect
-from wsss_core.review.mask_fixing import BASE_KEY, sent_mask_path
+from wsss_core.review.mask_fixing import (
+    BASE_KEY,
+    PIPELINE_KEY,
+    recorded_project_id,
+    sent_mask_path,
+)
 from wsss_core.review.reviews import latest_reviews, reviews_path
 from wsss_core.store.workspace import Workspace
 
@@ -85,8 +90,7 @@ def fixing(tmp_path_factory, prefect_harness, fiftyone_database_dir, free_port):
         assert _main("review", "fix", "--workspace", str(workspace.root)) == 0
         server = connect(workspace, load_config(config).review)
         with _client(server) as client:
-            project = json.loads((workspace.root / "labelstudio/projects.json").read_text())
-            project_id = project[server.url]
+            project_id = recorded_project_id(workspace, server)
             tasks = client.get("/api/tasks", params={"project": project_id}).json()["tasks"]
         yield {
             "workspace": workspace,
@@ -206,10 +210,13 @@ def test_a_correction_arrives_pixel_exact(fixing, tmp_path):
     assert event.status == (status.status if status else "unreviewed")  # tags are the sync's
     assert event.correction.by == "wsss@localhost"
     assert event.correction.base_sha256 == task["data"][BASE_KEY]
+    assert event.correction.pipeline_sha256 == task["data"][PIPELINE_KEY]
     assert f"annotation {fixing['annotation_id']}" in event.correction.ref
-    # In FiftyOne as its own field.
+    # In FiftyOne as its own field (the immutable version file the record names).
     sample = fo.load_dataset(DATASET).select_by("image_id", [image_id]).first()
-    assert Path(sample["corrected_mask"].mask_path) == corrected_mask_path(workspace, image_id)
+    version = current_corrections(workspace)[image_id].path
+    assert Path(sample["corrected_mask"].mask_path) == version
+    assert sample["corrected_on_older_mask"] is False
     # Exported in preference to the pseudo-mask, and with --only-approved.
     for extra in ([], ["--only-approved"]):
         out = tmp_path / f"export{len(extra)}"
@@ -234,7 +241,8 @@ def test_pulling_twice_changes_nothing(fixing, capsys):
 
 
 def test_tune_and_the_quality_estimate_count_it_as_a_true_mask(fixing):
-    from wsss_core.tuning.truth import CORRECTED_MASK, true_masks
+    from wsss_core.review.corrections import CORRECTED_MASK
+    from wsss_core.tuning.truth import true_masks
 
     workspace, image_id = fixing["workspace"], fixing["chosen"][0]
     manifest = read_manifest(workspace)
@@ -274,6 +282,8 @@ def test_a_rerun_keeps_the_correction_and_the_tasks_as_sent(fixing):
 
 
 def test_an_edit_after_a_pull_comes_back_as_a_new_version(fixing, capsys):
+    import fiftyone as fo
+
     workspace, image_id = fixing["workspace"], fixing["chosen"][0]
     expected = fixing["expected"].copy()
     extra = np.zeros((*expected.shape, 4), dtype=np.uint8)
@@ -292,6 +302,8 @@ def test_an_edit_after_a_pull_comes_back_as_a_new_version(fixing, capsys):
     out = capsys.readouterr().out
     assert "1 correction(s) recorded" in out
     assert "made on a mask a later run has changed" in out  # the re-run above changed it
+    sample = fo.load_dataset(DATASET).select_by("image_id", [image_id]).first()
+    assert sample["corrected_on_older_mask"] is True
     np.testing.assert_array_equal(
         load_label_map(corrected_mask_path(workspace, image_id)), expected
     )
@@ -446,3 +458,13 @@ def test_an_unreadable_image_costs_only_itself(fixing, monkeypatch):
     assert summary.sent == [good]
     assert len(summary.failed) == 1 and summary.failed[0].startswith(f"{broken}: ")
     assert "truncated file" in summary.failed[0]
+
+
+def test_the_started_server_keeps_its_project_on_another_port(fixing, free_port, capsys):
+    root = str(fixing["workspace"].root)
+    assert _main("review", "fix", "--workspace", root, "--stop") == 0
+    other_port = fixing["root"] / "other-port.yaml"
+    other_port.write_text(yaml.safe_dump({"review": {"labelstudio_port": free_port()}}))
+    assert _main("review", "fix", "--workspace", root, "--config", str(other_port), "--pull") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"0 correction\(s\) recorded in corrected/, [1-9]\d* already recorded", out)

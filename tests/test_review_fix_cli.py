@@ -107,7 +107,7 @@ def test_a_reviews_table_from_before_corrections_reads_without_them(workspace):
     write_table(reviews_path(workspace), table, {"schema_version": 1})
     assert read_reviews(workspace)[0].correction is None
 
-    correction = Correction("c" * 64, "b" * 64, "reviewer@example.org", when, "task 1")
+    correction = Correction("c" * 64, "b" * 64, "a" * 64, "reviewer@example.org", when, "task 1")
     assert record_corrections(workspace, {"a": correction}) == 1
     latest = latest_reviews(workspace)["a"]
     assert (latest.status, latest.labels, latest.correction) == ("needs-fix", (1,), correction)
@@ -120,3 +120,34 @@ def test_the_fix_options_are_documented(capsys):
     help_text = capsys.readouterr().out
     for option in ("fix", "--view", "--pull", "--stop", "needs-fix"):
         assert option in help_text
+
+
+def test_an_image_in_two_tasks_takes_its_newest_saved_annotation():
+    from wsss_core.review.mask_fixing import _newest_annotations
+
+    def task(task_id, image_id, *annotations):
+        return {"id": task_id, "data": {"image_id": image_id}, "annotations": list(annotations)}
+
+    older = {"id": 7, "updated_at": "2026-12-01T10:00:00Z"}
+    newer = {"id": 3, "updated_at": "2026-12-01T11:00:00Z"}
+    skipped = {"id": 9, "updated_at": "2026-12-01T12:00:00Z", "was_cancelled": True}
+    exported = [task(1, "a", older, skipped), task(2, "a", newer), task(4, "b")]
+    exported.append(task(5, "c", older))
+    newest = _newest_annotations(exported)
+    assert {i: (t["id"], a["id"]) for i, (t, a) in newest.items()} == {"a": (2, 3), "c": (5, 7)}
+
+
+def test_a_rejection_takes_a_corrected_mask_out_of_every_use(workspace):
+    from wsss_core.review.corrections import CORRECTED_MASK, reviewer_masks, write_version
+    from wsss_core.review.reviews import ObservedReview, record_reviews
+
+    painted = np.zeros((8, 8), np.uint8)
+    painted[2:6, 2:6] = 1
+    sha256 = write_version(workspace, "a", painted)
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    record_corrections(workspace, {"a": Correction(sha256, "", "", "me", when, "task 1")})
+    assert reviewer_masks(workspace)["a"].source == CORRECTED_MASK
+
+    record_reviews(workspace, {"a": ObservedReview(frozenset({"rejected"}), (0,), (0,))})
+    assert latest_reviews(workspace)["a"].correction.sha256 == sha256  # kept on record
+    assert "a" not in reviewer_masks(workspace)  # but neither exported nor a true mask

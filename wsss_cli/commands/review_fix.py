@@ -48,6 +48,8 @@ def _send(workspace: Workspace, config: PipelineConfig, server: Server, view: st
         f"{len(summary.without_mask)} without a mask yet, {len(summary.failed)} not readable "
         f"(of {len(image_ids)} in {view})"
     )
+    if summary.not_in_manifest:
+        print(f"not in the manifest (skipped): {_some(summary.not_in_manifest)}")
     for message in summary.failed:
         print(f"not sent: {message}")
     print(f"Label Studio project: {summary.project_url}")
@@ -69,13 +71,21 @@ def _pull(workspace: Workspace, config: PipelineConfig, server: Server) -> int:
         return 0
     print(
         f"{len(summary.corrected)} correction(s) recorded in corrected/, "
-        f"{summary.unchanged} already recorded, {len(summary.failed)} not readable"
+        f"{summary.already_recorded} already recorded, {len(summary.failed)} not readable"
     )
+    if summary.not_in_manifest:
+        left = _some(summary.not_in_manifest)
+        print(f"annotations of images no longer in the manifest (not read): {left}")
     if summary.on_older_mask:
         print(
             f"{len(summary.on_older_mask)} made on a mask a later run has changed (kept): "
-            + ", ".join(summary.on_older_mask[:10])
+            + _some(summary.on_older_mask)
         )
     if dataset_exists(workspace, config.review):
         show_corrections(workspace, config.review)
     return 1 if summary.failed else 0
+
+
+def _some(image_ids: list[str], shown: int = 10) -> str:
+    more = len(image_ids) - shown
+    return ", ".join(image_ids[:shown]) + (f" and {more} more" if more > 0 else "")

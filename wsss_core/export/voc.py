@@ -16,6 +16,7 @@ folder that no longer qualify are removed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ import numpy as np
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, save_label_map, voc_palette
 from wsss_core.data.manifest import read_manifest
-from wsss_core.review.corrections import current_corrections
-from wsss_core.review.reviews import APPROVED, REJECTED, approved_mask_path, latest_reviews
+from wsss_core.review.corrections import reviewer_masks
+from wsss_core.review.reviews import APPROVED, REJECTED, latest_reviews
 from wsss_core.stages.common import current_model_hash, expected_lineage, input_hashes
 from wsss_core.stages.evaluate_stage import thresholded_cam
 from wsss_core.store.atomic import write_text_atomic
@@ -106,14 +107,16 @@ def export_voc(
     current_inputs = input_hashes(manifest.records)
     usable = set(current_inputs)
     reviews = latest_reviews(workspace)
-    corrected = current_corrections(workspace) if stage == "crf" else {}
+    reviewed = reviewer_masks(workspace) if stage == "crf" else {}
     target = Path(out_dir) / "SegmentationClass"
     target.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     written: set[str] = set()
     seen: set[str] = set()
     rejected = unapproved = outdated = 0
-    for image_id, labels, is_current in _stage_maps(workspace, config, stage, current_inputs):
+    stage_maps = _stage_maps(workspace, config, stage, current_inputs)
+    without_map = ((image_id, None, False) for image_id in sorted(reviewed))  # once seen: skipped
+    for image_id, labels, is_current in itertools.chain(stage_maps, without_map):
         if image_id not in usable or image_id in seen:
             continue
         seen.add(image_id)
@@ -121,16 +124,13 @@ def export_voc(
         if status == REJECTED:
             rejected += 1
             continue
-        if image_id in corrected:
-            labels = corrected[image_id].label_map()  # the reviewer's own mask
+        if image_id in reviewed:  # painted or approved: theirs, whatever the maps hold now
+            labels = load_label_map(reviewed[image_id].path)
         elif only_approved and status != APPROVED:
             unapproved += 1
             continue
         elif status == APPROVED and stage == "crf":
-            frozen = approved_mask_path(workspace, image_id)
-            if not frozen.exists():
-                continue  # approved without a frozen mask: counted as missing, never guessed
-            labels = load_label_map(frozen)  # what the reviewer approved, whatever came since
+            continue  # approved without a frozen mask: counted as missing, never guessed
         elif not is_current:
             outdated += 1
             continue

@@ -8,7 +8,9 @@ correction goes through :func:`current_corrections`, which takes the version
 the record names, so a kill between the steps never shows a mask the record
 does not hold; the next pull or publish puts the copies right.
 
-Pipeline runs never write under ``corrected/``.
+Pipeline runs never write under ``corrected/``. :func:`reviewer_masks` is the
+one rule for "the mask a reviewer stands behind", which export, ``wsss tune``
+and mask fixing share.
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from wsss_core.data.images import label_map_png, load_label_map, voc_palette
-from wsss_core.review.reviews import Correction, latest_reviews
+from wsss_core.review.reviews import (
+    APPROVED,
+    REJECTED,
+    Correction,
+    approved_mask_path,
+    latest_reviews,
+)
 from wsss_core.store.atomic import write_bytes_atomic
 from wsss_core.store.workspace import Workspace
 
 HASH_CHARS = 16  # of the sha256 in a version's file name
+CORRECTED_MASK, APPROVED_MASK = "corrected mask", "approved mask"  # a reviewer mask's source
 
 
 def corrected_dir(workspace: Workspace) -> Path:
@@ -68,6 +77,46 @@ def current_corrections(workspace: Workspace) -> dict[str, CurrentCorrection]:
         if path.exists():
             found[image_id] = CurrentCorrection(event.correction, path)
     return found
+
+
+@dataclass(frozen=True)
+class ReviewerMask:
+    path: Path  # a label map PNG, immutable (a correction's version, or the frozen approval)
+    source: str  # CORRECTED_MASK or APPROVED_MASK
+
+
+def reviewer_masks(workspace: Workspace) -> dict[str, ReviewerMask]:
+    """Each image's mask a reviewer stands behind: their correction, else the approved copy.
+
+    A rejected image has none, painted or not: rejection takes an image out of
+    every use. An approval whose frozen copy is missing gives none either (it is
+    never guessed from the maps).
+    """
+    found = {}
+    for image_id, event in latest_reviews(workspace).items():
+        if event.status == REJECTED:
+            continue
+        if event.correction is not None:
+            path = version_path(workspace, image_id, event.correction.sha256)
+            if path.exists():
+                found[image_id] = ReviewerMask(path, CORRECTED_MASK)
+                continue
+        frozen = approved_mask_path(workspace, image_id)
+        if event.status == APPROVED and frozen.exists():
+            found[image_id] = ReviewerMask(frozen, APPROVED_MASK)
+    return found
+
+
+def pipeline_mask_sha256(workspace: Workspace, image_id: str) -> str:
+    """The hash of the pipeline's current mask (``masks/<id>.png``); "" when it has none."""
+    mask = workspace.mask_path(image_id)
+    return hashlib.sha256(mask.read_bytes()).hexdigest() if mask.exists() else ""
+
+
+def made_on_older_mask(workspace: Workspace, image_id: str, correction: Correction) -> bool:
+    """Whether a run has changed the pipeline's mask since the image went to the editor (the
+    correction stays the reviewer's either way)."""
+    return pipeline_mask_sha256(workspace, image_id) != correction.pipeline_sha256
 
 
 def refresh_corrected_copies(workspace: Workspace) -> int:

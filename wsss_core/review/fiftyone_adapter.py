@@ -6,7 +6,8 @@ function here imports it lazily for that reason.
 
 Sample fields: ``image_id``, ``split``, ``labels`` (Classifications, the
 image-level labels), ``ground_truth``, ``pseudo_mask``, ``corrected_mask`` (a
-reviewer's correction from `wsss review fix`), ``seeds_mask`` and
+reviewer's correction from `wsss review fix`, and ``corrected_on_older_mask``:
+a run has changed the pipeline's mask since), ``seeds_mask`` and
 ``grown_mask`` (Segmentation with ``mask_path``, so masks stay on disk),
 ``cam_heatmap``, the triage scores and the curation flags of
 :mod:`wsss_core.review.review_files`. Re-publishing updates these fields in
@@ -33,8 +34,9 @@ from wsss_core.config import ReviewConfig
 from wsss_core.data.images import voc_palette
 from wsss_core.data.manifest import read_manifest
 from wsss_core.review.corrections import (
-    corrected_mask_path,
+    CurrentCorrection,
     current_corrections,
+    made_on_older_mask,
     refresh_corrected_copies,
 )
 from wsss_core.review.fiftyone_database import serve_database_dir
@@ -190,16 +192,13 @@ def _segmentation(fo: Any, path: Path | str | None) -> Any:
     return fo.Segmentation(mask_path=str(path)) if path and Path(path).exists() else None
 
 
-def _pipeline_fields(
-    fo: Any, record, mask: Path, files: ReviewFiles | None, corrected: Path | None
-) -> dict[str, Any]:
-    """Fields the pipeline owns and rewrites on every publish (the correction from the record)."""
+def _pipeline_fields(fo: Any, record, mask: Path, files: ReviewFiles | None) -> dict[str, Any]:
+    """Fields the pipeline owns and rewrites on every publish."""
     heatmap = files.cam_heatmap if files else None
     walked = files.affinity_heatmap if files else None
     return {
         "ground_truth": _segmentation(fo, record.gt_uri),
         "pseudo_mask": _segmentation(fo, mask),
-        "corrected_mask": _segmentation(fo, corrected),
         "seeds_mask": _segmentation(fo, files.seeds_mask if files else None),
         "grown_mask": _segmentation(fo, files.grown_mask if files else None),
         "cam_heatmap": fo.Heatmap(map_path=str(heatmap), range=[0, 255]) if heatmap else None,
@@ -217,6 +216,20 @@ def _pipeline_fields(
 
 
 STRING_LISTS = ("label_suspects", "missing_label_candidates", "flags")
+
+
+def _correction_fields(
+    fo: Any, workspace: Workspace, image_id: str, corrections: dict[str, CurrentCorrection]
+) -> dict[str, Any]:
+    """The reviewer's painted mask (its immutable version file, so no cache shows an older
+    one), and whether a run has changed the pipeline's mask since it was sent."""
+    current = corrections.get(image_id)
+    if current is None:
+        return {"corrected_mask": None, "corrected_on_older_mask": None}
+    return {
+        "corrected_mask": _segmentation(fo, current.path),
+        "corrected_on_older_mask": made_on_older_mask(workspace, image_id, current.correction),
+    }
 
 
 def _ensure_schema(fo: Any, dataset: Any) -> None:
@@ -238,6 +251,7 @@ def _ensure_schema(fo: Any, dataset: Any) -> None:
         "crf_confidence": fo.FloatField,
         "grown_crf_agreement": fo.FloatField,
         "unknown_share": fo.FloatField,
+        "corrected_on_older_mask": fo.BooleanField,
     }
     schema = dataset.get_field_schema()
     for name, document in embedded.items():
@@ -279,7 +293,7 @@ def publish(
     files = {f.image_id: f for f in reviewed}
     approved = {i for i, e in latest_reviews(workspace).items() if e.status == APPROVED}
     refresh_corrected_copies(workspace)  # a kill after a pull's record leaves them behind
-    corrected = set(current_corrections(workspace))
+    corrections = current_corrections(workspace)
 
     _ensure_schema(fo, dataset)
     existing: dict[str, tuple[str, list[str], list[str] | None]] = {}
@@ -300,12 +314,10 @@ def publish(
             # Reviewers see a published copy, so an approval freezes what they saw even
             # when a later run rewrites masks/<id>.png before the next sync.
             mask = publish_mask_copy(workspace, record.image_id)
-        correction = (
-            corrected_mask_path(workspace, record.image_id)
-            if record.image_id in corrected
-            else None
-        )
-        fields = _pipeline_fields(fo, record, mask, files.get(record.image_id), correction)
+        fields = {
+            **_pipeline_fields(fo, record, mask, files.get(record.image_id)),
+            **_correction_fields(fo, workspace, record.image_id, corrections),
+        }
         names = _label_names(record, manifest.class_names)
         if record.image_id in existing:
             sample_id, shown, published = existing[record.image_id]
@@ -522,16 +534,16 @@ def show_corrections(workspace: Workspace, config: ReviewConfig) -> int:
         return 0
     dataset = fo.load_dataset(name)
     _ensure_schema(fo, dataset)
-    corrected = current_corrections(workspace)
+    corrections = current_corrections(workspace)
     ids, sample_ids = dataset.values(["image_id", "id"])
-    values = {
-        sample_id: _segmentation(fo, corrected_mask_path(workspace, image_id))
-        if image_id in corrected
-        else None
+    fields = {
+        sample_id: _correction_fields(fo, workspace, image_id, corrections)
         for image_id, sample_id in zip(ids, sample_ids, strict=True)
     }
-    dataset.set_values("corrected_mask", values, key_field="id")
-    return sum(value is not None for value in values.values())
+    for field in ("corrected_mask", "corrected_on_older_mask"):
+        values = {sample_id: shown[field] for sample_id, shown in fields.items()}
+        dataset.set_values(field, values, key_field="id")
+    return sum(image_id in corrections for image_id in ids)
 
 
 def dataset_exists(workspace: Workspace, config: ReviewConfig) -> bool:

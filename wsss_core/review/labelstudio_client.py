@@ -1,8 +1,8 @@
 """The few Label Studio HTTP API calls mask fixing needs (Label Studio 1.23).
 
 Plain HTTP (httpx, already a dependency) rather than label-studio-sdk: the
-calls are six, and the SDK would pull in a second HTTP stack, OpenCV and NLTK
-for them. Every failure is a :class:`LabelStudioError` of one line naming the
+calls are a handful, and the SDK would pull in a second HTTP stack, OpenCV and
+NLTK for them. Every failure is a :class:`LabelStudioError` of one line naming the
 call and the server, never the API key.
 """
 
@@ -51,8 +51,9 @@ class LabelStudioClient:
             ) from None
         if response.status_code == 401:
             raise LabelStudioError(
-                f"Label Studio at {self.url} refused the API key (401): check the key's "
-                "environment variable (review.labelstudio_api_key_env)",
+                f"Label Studio at {self.url} refused the API key (401): for a server of "
+                "your own check the variable review.labelstudio_api_key_env names; the "
+                "started one keeps its key in <workspace>/labelstudio/login.json",
                 401,
             )
         if response.is_error:
@@ -83,6 +84,13 @@ class LabelStudioClient:
             "POST", "/api/projects", json={"title": title, "label_config": label_config}
         )
         return int(created["id"])
+
+    def set_labeling_config(self, project_id: int, label_config: str) -> None:
+        """Change the project's labels (refused while annotations use a label it drops)."""
+        self._call("PATCH", f"/api/projects/{project_id}", json={"label_config": label_config})
+
+    def delete_project(self, project_id: int) -> None:
+        self._call("DELETE", f"/api/projects/{project_id}")
 
     def add_local_storage(self, project_id: int, folder: str) -> None:
         """Let the project's tasks read images under ``folder`` (the server's local files)."""

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss_core.config import ReviewConfig
@@ -40,6 +40,7 @@ ADDRESS = "127.0.0.1"
 START_TIMEOUT_S = 180.0  # the first start runs the database migrations (about 30 s here)
 STOP_TIMEOUT_S = 20.0
 LOCAL_USER = "wsss@localhost"
+STARTED_SERVER_KEY = "started"
 INSTALL_HINT = (
     "Label Studio is not installed: `make labelstudio` installs it in its own venv "
     "(.venv-labelstudio) and links `label-studio` beside this Python; or set "
@@ -56,12 +57,18 @@ class LabelStudioMissing(FileNotFoundError):
 @dataclass(frozen=True)
 class Server:
     url: str
-    api_key: str
+    api_key: str = field(repr=False)
     files_root: Path  # the server's local-files document root
     login: tuple[str, Path] | None = None  # started server: user, and the file with the password
 
     def client(self) -> LabelStudioClient:
         return LabelStudioClient(self.url, self.api_key)
+
+    @property
+    def project_key(self) -> str:
+        """The server's name in the workspace's records: the started one keeps its projects
+        when its port changes."""
+        return STARTED_SERVER_KEY if self.login is not None else self.url.rstrip("/").lower()
 
 
 def server_dir(workspace: Workspace) -> Path:
@@ -116,6 +123,7 @@ def _login(workspace: Workspace) -> dict[str, str]:
     """The started server's user, password, API token and secret key (made once)."""
     path = _login_path(workspace)
     if path.exists():
+        path.chmod(0o600)  # a kill right after the first write left it with the umask's mode
         return json.loads(path.read_text())
     login = {
         "user": LOCAL_USER,

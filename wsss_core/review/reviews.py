@@ -20,6 +20,9 @@ corrected_  string (null)      the current corrected mask's hash (a reviewer
 sha256                         painted it: ``corrected/<image_id>.png``)
 corrected_  string (null)      hash of the mask the reviewer started from, as
 base_sha256                    sent to the editor
+corrected_  string (null)      hash of the pipeline's mask (``masks/``) when it
+pipeline_                      was sent: a later run that changes it makes the
+sha256                         correction one of an older mask
 corrected_  string (null)      who saved the correction (the editor's user)
 by
 corrected_  timestamp (null)   when they saved it
@@ -77,6 +80,7 @@ REVIEWS_SCHEMA = pa.schema(
         ("reviewed_at", pa.timestamp("us", tz="UTC")),
         ("corrected_sha256", pa.string()),
         ("corrected_base_sha256", pa.string()),
+        ("corrected_pipeline_sha256", pa.string()),
         ("corrected_by", pa.string()),
         ("corrected_at", pa.timestamp("us", tz="UTC")),
         ("correction_ref", pa.string()),
@@ -90,6 +94,7 @@ class Correction:
 
     sha256: str  # of the corrected mask's PNG
     base_sha256: str  # of the mask sent to the editor
+    pipeline_sha256: str  # of masks/<id>.png when sent ("" when there was none)
     by: str
     at: datetime
     ref: str  # the editor's task and annotation version, so a later edit is told apart
@@ -156,6 +161,7 @@ def _correction_of(row: Mapping[str, object]) -> Correction | None:
     return Correction(
         str(row["corrected_sha256"]),
         str(row["corrected_base_sha256"]),
+        str(row.get("corrected_pipeline_sha256") or ""),
         str(row["corrected_by"]),
         row["corrected_at"],  # type: ignore[arg-type]
         str(row["correction_ref"]),
@@ -205,6 +211,7 @@ def _row_of(event: ReviewEvent) -> dict[str, object]:
         "reviewed_at": event.reviewed_at,
         "corrected_sha256": correction.sha256 if correction else None,
         "corrected_base_sha256": correction.base_sha256 if correction else None,
+        "corrected_pipeline_sha256": correction.pipeline_sha256 if correction else None,
         "corrected_by": correction.by if correction else None,
         "corrected_at": correction.at if correction else None,
         "correction_ref": correction.ref if correction else None,

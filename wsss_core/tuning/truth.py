@@ -14,40 +14,30 @@ from collections import Counter
 from dataclasses import dataclass
 
 from wsss_core.data.manifest import Manifest
-from wsss_core.review.corrections import current_corrections
-from wsss_core.review.reviews import APPROVED, approved_mask_path, latest_reviews
+from wsss_core.review.corrections import reviewer_masks
 from wsss_core.store.workspace import Workspace
 
-GROUND_TRUTH = "ground truth"
-CORRECTED_MASK = "corrected mask"
-APPROVED_MASK = "approved mask"
+GROUND_TRUTH = "ground truth"  # the other sources: corrections.CORRECTED_MASK, APPROVED_MASK
 
 
 @dataclass(frozen=True)
 class TrueMask:
     image_id: str
     path: str  # a label map PNG (0 background, k + 1 class k, 255 ignore)
-    source: str  # GROUND_TRUTH, CORRECTED_MASK or APPROVED_MASK
+    source: str  # GROUND_TRUTH, or a ReviewerMask's source
     labels: tuple[int, ...]  # the image's labelled classes (for stratifying)
 
 
 def true_masks(workspace: Workspace, manifest: Manifest) -> list[TrueMask]:
     """Every usable image's true mask, in manifest order."""
-    reviews = latest_reviews(workspace)
-    corrected = current_corrections(workspace)
+    reviewed = reviewer_masks(workspace)
     found = []
     for record in manifest.records:
         if record.gt_uri:
             found.append(TrueMask(record.image_id, record.gt_uri, GROUND_TRUTH, record.labels))
-            continue
-        if record.image_id in corrected:
-            path = str(corrected[record.image_id].path)
-            found.append(TrueMask(record.image_id, path, CORRECTED_MASK, record.labels))
-            continue
-        review = reviews.get(record.image_id)
-        approved = approved_mask_path(workspace, record.image_id)
-        if review is not None and review.status == APPROVED and approved.exists():
-            found.append(TrueMask(record.image_id, str(approved), APPROVED_MASK, record.labels))
+        elif record.image_id in reviewed:
+            mask = reviewed[record.image_id]
+            found.append(TrueMask(record.image_id, str(mask.path), mask.source, record.labels))
     return found
 
 
