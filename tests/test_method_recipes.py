@@ -269,6 +269,24 @@ def test_the_affinity_recipe_runs_and_recomputes_affinity_and_crf(
     assert len(list((workspace.models_dir / "affinity").glob("*.pt"))) == 1
 
 
+def test_the_best_recipe_combines_measured_recipes_and_runs(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    """best.yaml: only settings some single recipe measured, and `wsss run` takes them all."""
+    best = _recipe("best")
+    singles = [_recipe(name) for name in RECIPE_KEYS]
+    settings = [(s, k, v) for s, values in best.items() for k, v in values.items()]
+    assert len(settings) >= 1
+    for section, key, value in settings:
+        assert any(r.get(section, {}).get(key) == value for r in singles), f"{section}.{key}"
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "best", capsys)
+    assert "mIoU per stage" in out
+    used = load_config(workspace.config_path)  # what the run used, saved by it
+    for section, key, value in settings:
+        assert getattr(getattr(used, section), key) == value, f"{section}.{key}"
+
+
 def test_an_unreadable_image_is_that_images_seeds_failure(labelled, tmp_path):
     """With superpixels the seeds stage reads the image: a bad file costs that image only."""
     workspace = _copy(labelled, tmp_path)
