@@ -16,16 +16,19 @@ and mask fixing share.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wsss_core.data.images import label_map_png, load_label_map, voc_palette
+from wsss_core.data.images import label_map_png, voc_palette
+from wsss_core.data.manifest import file_sha256
 from wsss_core.review.reviews import (
     APPROVED,
     REJECTED,
     Correction,
+    ReviewEvent,
     approved_mask_path,
     latest_reviews,
 )
@@ -63,18 +66,21 @@ class CurrentCorrection:
     correction: Correction
     path: Path  # the recorded version's file
 
-    def label_map(self) -> np.ndarray:
-        return load_label_map(self.path)
+
+def _recorded_version(workspace: Workspace, image_id: str, event: ReviewEvent) -> Path | None:
+    """The version file the image's record names, when it has a correction and the file exists."""
+    if event.correction is None:
+        return None
+    path = version_path(workspace, image_id, event.correction.sha256)
+    return path if path.exists() else None
 
 
 def current_corrections(workspace: Workspace) -> dict[str, CurrentCorrection]:
     """Each image's recorded correction whose version file exists."""
     found = {}
     for image_id, event in latest_reviews(workspace).items():
-        if event.correction is None:
-            continue
-        path = version_path(workspace, image_id, event.correction.sha256)
-        if path.exists():
+        path = _recorded_version(workspace, image_id, event)
+        if path is not None and event.correction is not None:
             found[image_id] = CurrentCorrection(event.correction, path)
     return found
 
@@ -96,13 +102,11 @@ def reviewer_masks(workspace: Workspace) -> dict[str, ReviewerMask]:
     for image_id, event in latest_reviews(workspace).items():
         if event.status == REJECTED:
             continue
-        if event.correction is not None:
-            path = version_path(workspace, image_id, event.correction.sha256)
-            if path.exists():
-                found[image_id] = ReviewerMask(path, CORRECTED_MASK)
-                continue
+        corrected = _recorded_version(workspace, image_id, event)
         frozen = approved_mask_path(workspace, image_id)
-        if event.status == APPROVED and frozen.exists():
+        if corrected is not None:
+            found[image_id] = ReviewerMask(corrected, CORRECTED_MASK)
+        elif event.status == APPROVED and frozen.exists():
             found[image_id] = ReviewerMask(frozen, APPROVED_MASK)
     return found
 
@@ -110,7 +114,7 @@ def reviewer_masks(workspace: Workspace) -> dict[str, ReviewerMask]:
 def pipeline_mask_sha256(workspace: Workspace, image_id: str) -> str:
     """The hash of the pipeline's current mask (``masks/<id>.png``); "" when it has none."""
     mask = workspace.mask_path(image_id)
-    return hashlib.sha256(mask.read_bytes()).hexdigest() if mask.exists() else ""
+    return file_sha256(mask) if mask.exists() else ""
 
 
 def made_on_older_mask(workspace: Workspace, image_id: str, correction: Correction) -> bool:
@@ -119,10 +123,13 @@ def made_on_older_mask(workspace: Workspace, image_id: str, correction: Correcti
     return pipeline_mask_sha256(workspace, image_id) != correction.pipeline_sha256
 
 
-def refresh_corrected_copies(workspace: Workspace) -> int:
-    """Make ``corrected/<image_id>.png`` the recorded version for every image; returns changes."""
+def refresh_corrected_copies(
+    workspace: Workspace, corrections: Mapping[str, CurrentCorrection]
+) -> int:
+    """Make ``corrected/<image_id>.png`` the recorded version (``corrections``, as
+    :func:`current_corrections` gives them) for every image; returns changes."""
     changed = 0
-    for image_id, current in current_corrections(workspace).items():
+    for image_id, current in corrections.items():
         target = corrected_mask_path(workspace, image_id)
         data = current.path.read_bytes()
         if not target.exists() or target.read_bytes() != data:

@@ -292,8 +292,8 @@ def publish(
     )
     files = {f.image_id: f for f in reviewed}
     approved = {i for i, e in latest_reviews(workspace).items() if e.status == APPROVED}
-    refresh_corrected_copies(workspace)  # a kill after a pull's record leaves them behind
     corrections = current_corrections(workspace)
+    refresh_corrected_copies(workspace, corrections)  # stale after a pull killed mid-way
 
     _ensure_schema(fo, dataset)
     existing: dict[str, tuple[str, list[str], list[str] | None]] = {}

@@ -25,7 +25,6 @@ itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from wsss_core.data.images import load_label_map, load_rgb
-from wsss_core.data.manifest import ImageRecord, read_manifest
+from wsss_core.data.manifest import ImageRecord, file_sha256, read_manifest
 from wsss_core.review.brush_rle import BrushDecodeError
 from wsss_core.review.corrections import (
     ReviewerMask,
@@ -160,10 +159,6 @@ def _project(
     return project_id
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _mask_to_fix(
     workspace: Workspace, image_id: str, reviewed: dict[str, ReviewerMask]
 ) -> Path | None:
@@ -189,7 +184,7 @@ def _task(
         )
     image_file = images_dir(workspace) / f"{record.image_id}.png"
     write_png_atomic(image_file, Image.fromarray(pixels))
-    sha256 = _file_sha256(mask_file)
+    sha256 = file_sha256(mask_file)
     write_bytes_atomic(sent_mask_path(workspace, record.image_id, sha256), mask_file.read_bytes())
     relative = image_file.resolve().relative_to(server.files_root)
     return {
@@ -329,7 +324,7 @@ def pull_corrections(
         by = emails.get(author, str(author)) if isinstance(author, int) else str(author)
         corrections[image_id] = Correction(sha256, base, pipeline, by, at.astimezone(UTC), ref)
     record_corrections(workspace, corrections)  # the commit: every correction read, or none
-    refresh_corrected_copies(workspace)
+    refresh_corrected_copies(workspace, current_corrections(workspace))
     summary.corrected.extend(corrections)
     summary.on_older_mask.extend(
         i for i, c in corrections.items() if made_on_older_mask(workspace, i, c)
