@@ -15,6 +15,7 @@ from wsss_core.affinity import (
     path_affinities,
     path_offsets,
     random_walk,
+    sampled_offsets,
     transition_matrix,
     walk_cams,
 )
@@ -70,6 +71,33 @@ def test_offsets_and_paths() -> None:
     assert all((-dy, -dx) not in offsets for dy, dx in offsets)
     assert path_offsets((0, 3)) == ((0, 0), (0, 1), (0, 2), (0, 3))
     assert (0, 0) in path_offsets((3, -2)) and (3, -2) in path_offsets((3, -2))
+
+
+def test_sampled_offsets_are_a_seeded_subset_and_the_loss_counts_only_them() -> None:
+    offsets = neighbour_offsets(10)
+    picked = sampled_offsets(10, 0.25, np.random.default_rng(3))
+    assert len(picked) == round(0.25 * len(offsets)) and set(picked) <= set(offsets)
+    assert list(picked) == sorted(picked, key=offsets.index)  # in the full list's order
+    assert picked == sampled_offsets(10, 0.25, np.random.default_rng(3))
+    assert picked != sampled_offsets(10, 0.25, np.random.default_rng(4))
+    assert sampled_offsets(10, 1.0, np.random.default_rng(3)) == offsets
+    assert len(sampled_offsets(10, 1e-6, np.random.default_rng(3))) == 1
+
+    rng = np.random.default_rng(0)
+    boundary = torch.from_numpy(rng.random((2, 12, 12)).astype(np.float32))
+    every = path_affinities(boundary, 4)
+    some = sampled_offsets(4, 0.5, np.random.default_rng(1))
+    chosen = path_affinities(boundary, 4, some)
+    full_index = {offset: i for i, offset in enumerate(neighbour_offsets(4))}
+    assert all(torch.equal(a, every[full_index[o]]) for a, o in zip(chosen, some, strict=True))
+    # Labels change from row to row only, and no boundary anywhere: every pair
+    # across rows is wrongly joined, every pair within a row rightly. Over the
+    # within-row offsets alone the loss is zero; over all of them it is not.
+    rows = torch.arange(12)[None, :, None].expand(1, 12, 12) % 2
+    flat = torch.zeros((1, 12, 12))
+    within_rows = tuple(o for o in neighbour_offsets(4) if o[0] == 0)
+    assert affinity_loss(path_affinities(flat, 4, within_rows), rows, 4, within_rows) == 0
+    assert affinity_loss(path_affinities(flat, 4), rows, 4) > 1
 
 
 def test_the_loss_rewards_boundaries_between_labels_only() -> None:

@@ -125,8 +125,11 @@ def flooded_workspace(tmp_path: Path) -> tuple[Workspace, PipelineConfig]:
     workspace.model_path.parent.mkdir(parents=True, exist_ok=True)
     workspace.model_path.write_bytes(b"stand-in checkpoint")
     defaults = PipelineConfig()
-    config = defaults.model_copy(
-        update={"crf": defaults.crf.model_copy(update={"gaussian_compat": 60.0})}
+    config = defaults.model_copy(  # the affinity stage off: no walk, the grown region restores
+        update={
+            "crf": defaults.crf.model_copy(update={"gaussian_compat": 60.0}),
+            "affinity": defaults.affinity.model_copy(update={"enabled": False}),
+        }
     )
     records = read_manifest(workspace).records
     model = current_model_hash(workspace)

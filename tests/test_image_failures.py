@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN, label_run
+from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -31,7 +31,13 @@ from wsss_core.store.maps import read_failed, stored_image_ids
 from wsss_core.store.workspace import MAP_STAGES, Workspace
 
 SHARD_SIZE = 10
-CONFIG = {"shard_size": SHARD_SIZE, "device": "cpu", "train": TINY_TRAIN, "cam": TINY_CAM}
+CONFIG = {
+    "shard_size": SHARD_SIZE,
+    "device": "cpu",
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
+    "affinity": NO_AFFINITY,
+}
 
 
 def _record(path: Path, image_id: str = "img") -> ImageRecord:

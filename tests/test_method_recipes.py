@@ -40,8 +40,15 @@ TINY: dict[str, Any] = {
     "demo": {"num_images": 24, "image_size": 64, "seed": 5},
     "train": TINY_TRAIN,
     "cam": TINY_CAM,
-    # Off here (and then out of every lineage); the affinity recipe switches it on over these.
-    "affinity": {"input_side": 64, "train_images": 12, "epochs": 1, "train_radius": 5},
+    # On by default; saved off here (and then out of every lineage), so each recipe is seen
+    # alone and the affinity recipe switches it on over these tiny settings.
+    "affinity": {
+        "enabled": False,
+        "input_side": 64,
+        "train_images": 12,
+        "epochs": 1,
+        "train_radius": 5,
+    },
     "crf": {"background_powers": [1.0]},
 }
 SHARDS, IMAGES = 3, 24
@@ -51,7 +58,7 @@ RECIPE_KEYS = {
     "cross_image": ("cam", {"cross_image_weight"}),
     "superpixels": ("seeds", {"superpixels"}),
     "multi_dilation": ("train", {"multi_dilation"}),
-    "affinity": ("affinity", {"enabled"}),
+    "affinity": ("affinity", set()),  # a default since 2026-12-02: the file sets what it is
     "erasing": ("train", {"online_erasing_threshold"}),
     "erasing_iterative": ("train", {"erasing_rounds"}),
 }

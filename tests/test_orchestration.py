@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN, label_run
+from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -30,6 +30,7 @@ CONFIG = {
     "device": "cpu",
     "train": TINY_TRAIN,
     "cam": TINY_CAM,
+    "affinity": NO_AFFINITY,
 }
 
 

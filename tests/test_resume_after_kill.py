@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN
+from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
@@ -50,6 +50,7 @@ CONFIG = {
     "demo": {"num_images": NUM_IMAGES, "image_size": 64, "seed": 5},
     "train": TINY_TRAIN,
     "cam": TINY_CAM,
+    "affinity": NO_AFFINITY,
     # Many mean-field iterations: about half a second per shard, so the CRF stage
     # is the long one and there is a wide window between its first and last shard.
     "crf": {"iterations": 200},

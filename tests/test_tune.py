@@ -213,9 +213,9 @@ def test_nested_turns_dotted_keys_into_sections():
 
 
 def test_the_affinity_walk_is_searched_only_with_its_stage_on():
-    config = load_config(None)
-    walking = with_changes(config, {"affinity.enabled": True})
-    assert "affinity walk" not in {grid.name for grid in grids_for(config)}
+    walking = load_config(None)  # the stage is on by default
+    still = with_changes(walking, {"affinity.enabled": False})
+    assert "affinity walk" not in {grid.name for grid in grids_for(still)}
     assert "affinity walk" in {grid.name for grid in grids_for(walking)}
 
 

@@ -18,6 +18,10 @@ TINY_TRAIN = {
     "batch_size": 8,
 }
 TINY_CAM = {"scales": [1.0], "batch_size": 8}
+# The affinity stage is on by default. The flow tests that share these sections test
+# orchestration, and their stage tables are those without it; test_orchestration's affinity
+# tests and the recipe tests run the stage itself.
+NO_AFFINITY = {"enabled": False}
 
 
 def tiny_review_config(seed: int) -> dict:

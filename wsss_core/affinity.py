@@ -59,6 +59,7 @@ __all__ = [
     "path_affinities",
     "random_walk",
     "resize_to_grid",
+    "sampled_offsets",
     "transition_matrix",
     "walk_cams",
 ]
@@ -170,15 +171,19 @@ def _pair_windows(
     return sources, targets
 
 
-def path_affinities(boundary: torch.Tensor, radius: int) -> list[torch.Tensor]:
+def path_affinities(
+    boundary: torch.Tensor, radius: int, offsets: Sequence[tuple[int, int]] | None = None
+) -> list[torch.Tensor]:
     """Affinity of every cell to each neighbour: 1 - the strongest boundary on the path.
 
     ``boundary`` is ``[B, h, w]``; entry ``o`` of the result is ``[B, h', w']``
-    over the cells whose neighbour at ``neighbour_offsets(radius)[o]`` is on the grid.
+    over the cells whose neighbour at ``offsets[o]`` is on the grid.
+    ``offsets``: a subset of ``neighbour_offsets(radius)`` (training samples
+    them, :func:`sampled_offsets`); default all of them.
     """
     height, width = boundary.shape[-2:]
     out = []
-    for offset in neighbour_offsets(radius):
+    for offset in neighbour_offsets(radius) if offsets is None else offsets:
         (rows, cols), _ = _pair_windows(height, width, offset)
         span_rows, span_cols = rows.stop - rows.start, cols.stop - cols.start
         strongest = None
@@ -191,13 +196,34 @@ def path_affinities(boundary: torch.Tensor, radius: int) -> list[torch.Tensor]:
     return out
 
 
+def sampled_offsets(
+    radius: int, share: float, rng: np.random.Generator
+) -> tuple[tuple[int, int], ...]:
+    """A random ``share`` of ``neighbour_offsets(radius)`` (at least one), in their order.
+
+    Training draws a new sample per batch: over the batches every pair distance
+    is seen as often as with all offsets, at ``share`` of the cost of the path
+    maxima, which dominate a training step at radius 10.
+    """
+    offsets = neighbour_offsets(radius)
+    if share >= 1.0:
+        return offsets
+    count = max(1, round(share * len(offsets)))
+    picked = np.sort(rng.choice(len(offsets), size=count, replace=False))
+    return tuple(offsets[i] for i in picked)
+
+
 def affinity_loss(
-    affinities: Sequence[torch.Tensor], labels: torch.Tensor, radius: int
+    affinities: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    radius: int,
+    offsets: Sequence[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """The papers' balanced loss over every pair of known cells within ``radius``.
 
     ``labels`` is ``[B, h, w]`` (int64; 255 unknown), ``affinities`` as
-    :func:`path_affinities` returns them. Background-background and
+    :func:`path_affinities` returns them for ``offsets`` (default all within
+    ``radius``). Background-background and
     foreground-foreground pairs (same label) should have affinity 1, pairs of
     different labels 0; the three groups weigh 1/4, 1/4 and 1/2 whatever their
     sizes, so the many background pairs do not drown the rest.
@@ -205,7 +231,8 @@ def affinity_loss(
     height, width = labels.shape[-2:]
     sums = [affinities[0].new_zeros(()) for _ in range(3)]
     counts = [0, 0, 0]
-    for affinity, offset in zip(affinities, neighbour_offsets(radius), strict=True):
+    pairs = neighbour_offsets(radius) if offsets is None else offsets
+    for affinity, offset in zip(affinities, pairs, strict=True):
         (rs, cs), (rd, cd) = _pair_windows(height, width, offset)
         a, b = labels[..., rs, cs], labels[..., rd, cd]
         known = (a != UNKNOWN) & (b != UNKNOWN)

@@ -12,12 +12,15 @@ images are walked with it.
 
 Training data (no ground truth is read), after IRN's ``cam_to_ir_label``:
 ``train_images`` labelled images spread evenly over the manifest. Each image
-and its CAMs are brought to the affinity input size; confident foreground is
+and its CAMs are brought to the affinity input size, or kept at their own
+where that is smaller (:func:`_label_size`); confident foreground is
 where the top CAM is ``>= fg_threshold``, confident background where every
 CAM is ``< bg_threshold``, each refined by a dense CRF on the image so it
 follows the image's edges, the rest unknown. Cells of the walk grid take a
 label when 80% of their pixels agree on it. The frozen backbone's feature
-pyramid of every training image is computed once and kept (float16).
+pyramid of every training image is computed once and kept (float16). Each
+batch is scored on a fresh seeded sample of the pair offsets
+(``train_pair_share``; :func:`~wsss_core.affinity.sampled_offsets`).
 Training is seeded and runs in one process, so it gives the same head
 whichever runner computes the maps.
 """
@@ -42,6 +45,7 @@ from wsss_core.affinity import (
     grid_size,
     path_affinities,
     resize_to_grid,
+    sampled_offsets,
 )
 from wsss_core.config import AffinityConfig, PipelineConfig, stage_config_hash
 from wsss_core.crf import CrfParams, refine_with_crf
@@ -163,7 +167,7 @@ def _example(
 ) -> _Example:
     image = load_rgb(record.uri)
     net = network_input(image, settings.input_side)
-    size = tuple(net.tensor.shape[-2:])
+    size = _label_size(image.shape[:2], tuple(net.tensor.shape[-2:]))
     small = (
         F.interpolate(
             torch.from_numpy(image).permute(2, 0, 1)[None].float(),
@@ -183,6 +187,18 @@ def _example(
         levels = [level.half() for level in feature_pyramid(backbone, net.tensor)]
     labels = confident_cells(small, small_cams, net.grid, settings)
     return _Example(levels, torch.from_numpy(labels.astype(np.int64)))
+
+
+def _label_size(image: tuple[int, ...], network: tuple[int, ...]) -> tuple[int, int]:
+    """Where the label CRF runs: the network input's size, but never above the image's own.
+
+    An upsampled image adds no edges for the CRF to follow, only pixels: on the
+    128-px digits the 256-px input made the label CRFs a third of the head's
+    training time for the same labels.
+    """
+    if network[0] * network[1] <= image[0] * image[1]:
+        return int(network[0]), int(network[1])
+    return int(image[0]), int(image[1])
 
 
 def train_head(
@@ -205,6 +221,7 @@ def train_head(
     for index, example in enumerate(examples):
         by_grid.setdefault(tuple(example.labels.shape), []).append(index)
     rng = np.random.default_rng(settings.seed)
+    pair_rng = np.random.default_rng([settings.seed, 1])  # its own stream: batches stay the same
     for epoch in range(settings.epochs):
         batches = [
             (grid, [members[i] for i in order[start : start + settings.batch_size]])
@@ -221,8 +238,10 @@ def train_head(
             ]
             labels = torch.stack([examples[i].labels for i in members])
             boundary = head(levels, (grid[0], grid[1]))
+            radius = settings.train_radius
+            offsets = sampled_offsets(radius, settings.train_pair_share, pair_rng)
             loss = affinity_loss(
-                path_affinities(boundary, settings.train_radius), labels, settings.train_radius
+                path_affinities(boundary, radius, offsets), labels, radius, offsets
             )
             optimiser.zero_grad()
             loss.backward()

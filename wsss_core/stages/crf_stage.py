@@ -4,8 +4,8 @@ Per image: dense-CRF refinement at each candidate background power, the
 best-outlined result kept (``wsss_core/background.py``), then the check that
 no labelled class vanished (``wsss_core/recovery.py``). A vanished class is
 restored from the CRF of the affinity stage's walked maps when that stage is
-on (final mIoU +0.022 on the digits, +0.008 on the scenes; ARCHITECTURE.md,
-"Thresholds"), then from its grown region.
+on, as it is by default (final mIoU +0.017 on the digits, +0.016 on the
+scenes; ARCHITECTURE.md, "Thresholds"), then from its grown region.
 """
 
 from __future__ import annotations
