@@ -5,11 +5,15 @@ workspace made by ``wsss demo --dataset NAME --no-publish`` (made once, then
 reused), then ``wsss compare`` of three configs over all its images:
 
 - ``before``: the final masks as they were made until 2026-12: one background
-  power (0.5), the grown regions anchoring the CRF's unary, no recovery;
-- ``defaults``: today's: each image's background power chosen by where its
-  outline meets image edges, vanished classes restored;
-- ``affinity``: today's with the affinity stage on (its walk restores
-  vanished classes first).
+  power (0.5), the grown regions anchoring the CRF's unary, no recovery, no
+  affinity stage;
+- ``no affinity``: the defaults until 2026-12-02: each image's background
+  power chosen by where its outline meets image edges, vanished classes
+  restored from the grown regions;
+- ``defaults``: today's: the same with the affinity stage on (its walk
+  restores vanished classes first);
+- ``all pairs``: today's with the affinity head trained on every pair offset
+  per batch (``affinity.train_pair_share`` 1), the cost the sampling saves.
 
 Printed per dataset and config: the final (crf) mIoU, object pixels kept,
 given a wrong class, background turned object, images emptied, and the
@@ -33,6 +37,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from text_table import text_table
 
@@ -42,13 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map, load_rgb
 from wsss_core.data.manifest import read_manifest
-from wsss_core.model.affinity_head import load_head
 from wsss_core.report.figures import StagePanels, save_stage_overlays
 from wsss_core.stages.compare import Comparison, compare_configs
 from wsss_core.store.maps import iter_stage_cams, iter_stage_labels
 from wsss_core.store.workspace import Workspace
 
-LARGE_OBJECT_SHARE = 0.2  # the figure shows images whose objects cover this much of the frame
 FIGURE_IMAGES = 6
 
 DATASETS = ("digits", "scenes")
@@ -56,17 +59,20 @@ DATASETS = ("digits", "scenes")
 
 def configs() -> dict[str, PipelineConfig]:
     defaults = PipelineConfig()
-    before = defaults.model_copy(
+    without = defaults.model_copy(
+        update={"affinity": defaults.affinity.model_copy(update={"enabled": False})}
+    )
+    before = without.model_copy(
         update={
             "crf": defaults.crf.model_copy(
                 update={"background_powers": (0.5,), "anchor_confidence": 0.9, "min_kept_share": 0}
             )
         }
     )
-    affinity = defaults.model_copy(
-        update={"affinity": defaults.affinity.model_copy(update={"enabled": True})}
+    all_pairs = defaults.model_copy(
+        update={"affinity": defaults.affinity.model_copy(update={"train_pair_share": 1.0})}
     )
-    return {"before": before, "defaults": defaults, "affinity": affinity}
+    return {"before": before, "no affinity": without, "defaults": defaults, "all pairs": all_pairs}
 
 
 def ensure_workspace(path: Path, dataset: str) -> Workspace:
@@ -84,13 +90,19 @@ def training_seconds(workspace: Workspace) -> float:
     return float(sum(pq.read_table(history)["seconds"].to_pylist())) if history.exists() else 0.0
 
 
-def head_seconds(out_dir: Path) -> float:
-    heads = sorted(out_dir.glob("**/affinity/*.pt"))
-    return sum(load_head(path).seconds for path in heads)
+def object_iou(labels: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of object (any class) against background, ignoring the truth's unknown pixels."""
+    known = truth != 255
+    predicted, true = (labels > 0) & (labels != 255) & known, (truth > 0) & known
+    return float((predicted & true).sum() / max((predicted | true).sum(), 1))
 
 
 def save_final_masks(workspace: Workspace, comparison: Comparison) -> Path:
-    """Each config's final masks beside the ground truth, on images with large objects."""
+    """Each config's final masks beside the ground truth where the walk changed them most.
+
+    The images whose object IoU moved most between ``no affinity`` and
+    ``defaults``: the ones the affinity stage restores from its walk.
+    """
     rows = {(row.config, row.stage): row for row in comparison.rows}
     finals = {
         name: {r.image_id: r.labels for r in iter_stage_labels(comparison.out_dir / row.maps)}
@@ -99,30 +111,43 @@ def save_final_masks(workspace: Workspace, comparison: Comparison) -> Path:
     }
     walked = {
         r.image_id: r.cams.max(axis=0, initial=0)
-        for r in iter_stage_cams(comparison.out_dir / rows["affinity", "affinity"].maps)
+        for r in iter_stage_cams(comparison.out_dir / rows["defaults", "affinity"].maps)
     }
     records = read_manifest(workspace).by_id()
-    panels = []
-    for image_id in finals["before"]:
-        truth = load_label_map(records[image_id].gt_uri)
-        if ((truth > 0) & (truth < 255)).mean() < LARGE_OBJECT_SHARE:
-            continue
-        masks = {"ground truth": truth, **{name: m[image_id] for name, m in finals.items()}}
-        image = load_rgb(records[image_id].uri)
-        panels.append(StagePanels(image_id, image, walked[image_id], masks))
-        if len(panels) == FIGURE_IMAGES:
-            break
+    truths = {image_id: load_label_map(records[image_id].gt_uri) for image_id in finals["before"]}
+    change = {
+        image_id: abs(
+            object_iou(finals["defaults"][image_id], truth)
+            - object_iou(finals["no affinity"][image_id], truth)
+        )
+        for image_id, truth in truths.items()
+    }
+    picked = sorted(change, key=lambda image_id: (-change[image_id], image_id))[:FIGURE_IMAGES]
+    panels = [
+        StagePanels(
+            image_id,
+            load_rgb(records[image_id].uri),
+            walked[image_id],
+            {"ground truth": truths[image_id], **{n: m[image_id] for n, m in finals.items()}},
+        )
+        for image_id in picked
+    ]
     return save_stage_overlays(panels, comparison.out_dir / "final_masks.png")
 
 
 def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
+    # bench_methods imports this module; its results() scores and times compared configs.
+    from bench_methods import BASELINE, results
+
     out_dir = workspace.root / "compare"
     comparison = compare_configs(workspace, configs(), out_dir, log=print)
     rows = {(row.config, row.stage): row for row in comparison.rows}
+    measured = {r.recipe: r for r in results(dataset, workspace, configs(), None)}
     base_crf = rows["before", "crf"].seconds_per_image
+    base_run = measured["no affinity"].run_seconds
     table = []
     for name in configs():
-        crf = rows[name, "crf"]
+        crf, result = rows[name, "crf"], measured[name]
         affinity = rows.get((name, "affinity"))
         table.append(
             {
@@ -130,19 +155,23 @@ def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
                 "config": name,
                 "images": str(crf.images),
                 "crf mIoU": f"{crf.miou:.4f}",
+                f"vs {BASELINE} [90%]": f"{result.gain_low:+.3f} .. {result.gain_high:+.3f}",
                 "kept": f"{crf.fg_recall:.3f}",
                 "wrong class": f"{crf.fg_wrong_class:.3f}",
                 "bg->object": f"{crf.bg_to_fg:.3f}",
                 "emptied": f"{crf.emptied:.3f}",
+                "head s": f"{result.head_seconds:.0f}",
                 "affinity s/img": f"{affinity.seconds_per_image:.3f}" if affinity else "-",
                 "crf s/img": f"{crf.seconds_per_image:.3f}",
                 "crf cost vs before": f"{crf.seconds_per_image / base_crf:.2f}x",
+                "run s": f"{result.run_seconds:.0f}",
+                "run vs no affinity": f"{result.run_seconds / base_run:.2f}x",
             }
         )
     print(
-        f"{dataset}: classifier training {training_seconds(workspace):.0f} s, "
-        f"affinity head training {head_seconds(out_dir):.0f} s; final masks of images with "
-        f"large objects (the heatmap: walked CAMs): {save_final_masks(workspace, comparison)}"
+        f"{dataset}: classifier training {training_seconds(workspace):.0f} s; final masks where "
+        f"the affinity stage changed them most (the heatmap: walked CAMs): "
+        f"{save_final_masks(workspace, comparison)}"
     )
     return table
 
