@@ -201,8 +201,8 @@ def sampled_offsets(
 ) -> tuple[tuple[int, int], ...]:
     """A random ``share`` of ``neighbour_offsets(radius)`` (at least one), in their order.
 
-    Training draws a new sample per batch: over the batches every pair distance
-    is seen as often as with all offsets, at ``share`` of the cost of the path
+    Training draws a new sample per batch, so over the batches every offset is
+    trained on (in a ``share`` of them), at ``share`` of the cost of the path
     maxima, which dominate a training step at radius 10.
     """
     offsets = neighbour_offsets(radius)

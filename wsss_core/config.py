@@ -337,8 +337,8 @@ class AffinityConfig(_Section):
         gt=0,
         le=1,
         description="training: share of the pair offsets within train_radius drawn afresh per "
-        "batch (seeded); the path maxima over them dominate a training step, so training time "
-        "falls about in proportion",
+        "batch (seeded); the path maxima over them dominate a training step, so its time "
+        "falls about in proportion (1: every offset, IRN's)",
     )
     train_images: int = Field(400, ge=1, description="images the head learns from, spread evenly")
     epochs: int = Field(5, ge=1)

@@ -194,7 +194,8 @@ def _label_size(image: tuple[int, ...], network: tuple[int, ...]) -> tuple[int, 
 
     An upsampled image adds no edges for the CRF to follow, only pixels: on the
     128-px digits the 256-px input made the label CRFs a third of the head's
-    training time for the same labels.
+    training time. (The labels differ a little: ARCHITECTURE.md, "Final masks
+    and the affinity stage", has what that changed.)
     """
     if network[0] * network[1] <= image[0] * image[1]:
         return int(network[0]), int(network[1])
