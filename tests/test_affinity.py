@@ -20,7 +20,12 @@ from wsss_core.affinity import (
     walk_cams,
 )
 from wsss_core.config import AffinityConfig
-from wsss_core.model.affinity_head import confident_cells, training_records
+from wsss_core.model.affinity_head import (
+    _cell_labels,
+    _label_size,
+    confident_cells,
+    training_records,
+)
 from wsss_core.model.classifier import build_classifier
 
 SETTINGS = WalkSettings(radius=5, beta=20.0, steps=32)
@@ -193,3 +198,12 @@ def test_a_frame_filling_object_keeps_its_mask() -> None:
     restored, recovered = recover_vanished_classes(from_cams, by_walk, [3], 0.1)
     assert recovered == (3,)
     assert (restored == 4).mean() > 0.9
+
+
+def test_labels_of_an_image_smaller_than_the_grid_stay_unknown_or_its_own():
+    """The label CRF never runs below the walk grid, and a cell without pixels is unknown."""
+    assert _label_size((128, 128), (256, 256)) == (128, 128)  # not upsampled
+    assert _label_size((40, 40), (256, 256)) == (256, 256)  # 40 px < the 64-cell grid
+    assert _label_size((512, 512), (256, 256)) == (256, 256)
+    unknown = np.full((40, 40), 255, np.uint8)
+    assert (_cell_labels(unknown, (64, 64), 2) == 255).all()

@@ -143,7 +143,7 @@ def _cell_labels(labels: np.ndarray, grid: tuple[int, int], k: int) -> np.ndarra
     flat = labels.ravel()
     for value in range(k + 1):
         count = np.bincount(cell[flat == value], minlength=grid[0] * grid[1])
-        out[count >= CELL_AGREEMENT * total] = value
+        out[(count >= CELL_AGREEMENT * total) & (total > 0)] = value  # no pixel: unknown
     return out.reshape(grid)
 
 
@@ -197,8 +197,9 @@ def _label_size(image: tuple[int, ...], network: tuple[int, ...]) -> tuple[int, 
     training time. (The labels differ a little: ARCHITECTURE.md, "Final masks
     and the affinity stage", has what that changed.)
     """
-    if network[0] * network[1] <= image[0] * image[1]:
-        return int(network[0]), int(network[1])
+    grid = grid_size(int(network[0]), int(network[1]))
+    if network[0] * network[1] <= image[0] * image[1] or image[0] < grid[0] or image[1] < grid[1]:
+        return int(network[0]), int(network[1])  # every grid cell keeps a pixel of its own
     return int(image[0]), int(image[1])
 
 
