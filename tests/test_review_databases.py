@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from wsss_core.config import ReviewConfig
-from wsss_core.review.fiftyone_adapter import start_app
+from wsss_core.review.fiftyone_adapter import configure_database, start_app
+from wsss_core.review.fiftyone_database import mongod_port
 from wsss_core.store.workspace import Workspace
 
 # Opens workspace argv[1], writes its mongod's port to argv[4].mongod, serves its App
@@ -66,6 +67,25 @@ DELETE = textwrap.dedent(
         configure_database(Workspace(Path(sys.argv[2])), ReviewConfig())
     except RuntimeError as error:
         print(error)
+    """
+)
+
+
+# A stand-in service: listens as the real one does for IPC, then starts a child that
+# inherits the listening socket and never execs, as a child caught between fork and
+# exec; prints the port and waits for its stdin to close.
+FORKING_SERVICE = textwrap.dedent(
+    """
+    import socket, subprocess, sys
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    sleeper = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    child = subprocess.Popen(sleeper, pass_fds=[listener.fileno()], stdin=subprocess.PIPE)
+    print(listener.getsockname()[1], flush=True)
+    sys.stdin.read()
+    child.stdin.close()
+    child.wait()
     """
 )
 
@@ -165,3 +185,47 @@ def test_two_workspaces_served_at_once_keep_their_own_databases(tmp_path: Path, 
             shutil.rmtree(root, ignore_errors=True)  # ~300 MB per fresh database
     for role, server in servers.items():
         assert server.returncode == 0, f"{role}: {server.communicate()[0]}"
+
+
+def test_a_child_holding_the_services_socket_is_not_taken_for_mongod():
+    import fiftyone.service.util as fosu
+    import psutil
+
+    service = subprocess.Popen(
+        [sys.executable, "-c", FORKING_SERVICE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ipc_port = int(service.stdout.readline())
+        process = psutil.Process(service.pid)
+        (child,) = process.children()
+        # FiftyOne's own search (any child's listening port) would answer the IPC port.
+        assert ipc_port in fosu.get_listening_tcp_ports(child)
+        assert mongod_port(process) is None
+    finally:
+        service.stdin.close()
+        service.wait(timeout=30)
+
+
+def test_the_database_port_is_the_one_its_mongod_listens_on(tmp_path, fiftyone_database_dir):
+    import fiftyone.core.service as fos
+    import fiftyone.service.util as fosu
+
+    configure_database(
+        Workspace(tmp_path / "ws"), ReviewConfig(database_dir=str(fiftyone_database_dir))
+    )
+    import fiftyone as fo
+    import fiftyone.core.odm.database as database
+
+    fo.list_datasets()  # connects
+    folder = os.path.realpath(fiftyone_database_dir)
+    services = [
+        process
+        for process in fosu.find_processes_by_args(
+            ["--51-service", fos.DatabaseService.service_name]
+        )
+        if folder in process.cmdline()
+    ]
+    assert [mongod_port(process) for process in services] == [database._connection_kwargs["port"]]

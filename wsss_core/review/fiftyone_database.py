@@ -14,16 +14,24 @@ FiftyOne database service whose ``--dbpath`` is this folder, else starts one,
 and points FiftyOne in this process at that port before FiftyOne connects.
 One process can still use only one database: FiftyOne keeps a single
 connection per process.
+
+The port is read from the ``mongod`` process alone. FiftyOne takes the first
+port any child of the service listens on, and a child caught between fork and
+exec still holds the service's own IPC socket: a client then spoke the mongo
+protocol to that socket and got pickles back (pymongo's "Got response id
+-1946157056", a flaky failure seen in CI).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 PORT_VARIABLE = "FIFTYONE_PRIVATE_DATABASE_PORT"  # read by FiftyOne when it connects
+MONGOD_START_SECONDS = 60.0  # FiftyOne's own wait for its database to listen
 
 _served: dict[str, tuple[Any, int]] = {}  # folder -> (service kept alive, port), this process
 
@@ -39,6 +47,22 @@ def _dbpath(process: Any) -> str | None:
     if "--dbpath" not in cmdline[:-1]:
         return None
     return os.path.realpath(cmdline[cmdline.index("--dbpath") + 1])
+
+
+def mongod_port(service: Any) -> int | None:
+    """The port the ``mongod`` under a FiftyOne database service process listens on."""
+    import fiftyone.service.util as fosu
+    import psutil
+
+    for child in service.children(recursive=True):
+        try:
+            if os.path.basename(child.exe()) != "mongod":
+                continue  # e.g. a child not yet exec'd, holding the service's IPC socket
+            for port in fosu.get_listening_tcp_ports(child):
+                return port
+        except psutil.Error:
+            continue
+    return None
 
 
 def _service_class() -> type:
@@ -65,6 +89,16 @@ def _service_class() -> type:
                     self.child = process
                     return
             fos.Service.start(self)  # a new mongod, skipping FiftyOne's any-folder search
+
+        @property
+        def port(self) -> int:
+            service = fosu.normalize_wrapper_process(self.child)
+            deadline = time.monotonic() + MONGOD_START_SECONDS
+            while (port := mongod_port(service)) is None:
+                if time.monotonic() > deadline:
+                    raise fos.ServiceListenTimeout(type(self).__name__)
+                time.sleep(0.25)
+            return port
 
     return FolderDatabaseService
 
