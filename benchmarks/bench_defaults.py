@@ -160,7 +160,7 @@ def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
                 "wrong class": f"{crf.fg_wrong_class:.3f}",
                 "bg->object": f"{crf.bg_to_fg:.3f}",
                 "emptied": f"{crf.emptied:.3f}",
-                "head s": f"{result.head_seconds:.0f}",
+                "head s": f"{result.head_seconds:.0f}" if affinity else "-",
                 "affinity s/img": f"{affinity.seconds_per_image:.3f}" if affinity else "-",
                 "crf s/img": f"{crf.seconds_per_image:.3f}",
                 "crf cost vs before": f"{crf.seconds_per_image / base_crf:.2f}x",

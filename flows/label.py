@@ -1,4 +1,4 @@
-"""The label flow: cam -> seeds -> grown -> crf over every shard of a trained workspace.
+"""The label flow: cam -> seeds -> grown -> affinity -> crf over every shard of a trained workspace.
 
 Each stage is a task mapped over the shards, on whatever task runner the flow
 is given (threads by default, Dask for processes or machines). An image a
@@ -90,7 +90,7 @@ def collect_shards(
 
 
 def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) -> LabelResult:
-    """Run the four map stages over every shard (call inside a flow)."""
+    """Run the map stages over every shard (affinity only while it is on; call inside a flow)."""
     logger = get_run_logger()
     total = shard_count(workspace, config)
     alive = list(range(total))

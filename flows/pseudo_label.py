@@ -1,4 +1,5 @@
-"""The pseudo-labeling flow: ingest -> train -> cam -> seeds -> grow -> crf -> evaluate -> publish.
+"""The pseudo-labeling flow: ingest -> train -> cam -> seeds -> grow -> affinity -> crf ->
+evaluate -> publish.
 
 No ``from __future__ import annotations`` here: Prefect reads the flow's
 parameter annotations at run time to validate and to build deployment schemas.

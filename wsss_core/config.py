@@ -318,8 +318,8 @@ class AffinityConfig(_Section):
     setting, ``models/affinity/``), walks each image's CAMs over whole objects.
     The crf stage uses the walked maps to restore a labelled class its CRF
     emptied (before falling back to the grown region). On by default since it
-    raised the final masks on both development datasets at 1.15x to 1.3x a
-    run's time: see ARCHITECTURE.md, "Thresholds".
+    raised the final masks on both development datasets at 1.26x (digits) and
+    1.14x (scenes) a run's time: see ARCHITECTURE.md, "Thresholds".
     """
 
     enabled: bool = Field(True, description="compute the affinity stage (trains its head once)")

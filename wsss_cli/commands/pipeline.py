@@ -167,7 +167,7 @@ class Run:
 
 class Label:
     NAME = "label"
-    HELP = "compute cam, seeds, grown and crf maps with the workspace's current classifier"
+    HELP = "compute cam, seeds, grown, affinity and crf maps with the workspace's classifier"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
