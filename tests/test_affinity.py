@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from tiny_models import CRF_HASH_WITHOUT_AFFINITY, DEFAULT_HASHES, tiny_features
 
 from wsss_core.affinity import (
     BoundaryHead,
@@ -19,14 +21,18 @@ from wsss_core.affinity import (
     transition_matrix,
     walk_cams,
 )
-from wsss_core.config import AffinityConfig
+from wsss_core.config import AffinityConfig, PipelineConfig, stage_config_hash
+from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.affinity_head import (
     _cell_labels,
     _label_size,
     confident_cells,
+    head_lineage,
+    train_head,
     training_records,
 )
 from wsss_core.model.classifier import build_classifier
+from wsss_core.store.maps import CamRecord
 
 SETTINGS = WalkSettings(radius=5, beta=20.0, steps=32)
 
@@ -207,3 +213,58 @@ def test_labels_of_an_image_smaller_than_the_grid_stay_unknown_or_its_own():
     assert _label_size((512, 512), (256, 256)) == (256, 256)
     unknown = np.full((40, 40), 255, np.uint8)
     assert (_cell_labels(unknown, (64, 64), 2) == 255).all()
+
+
+def _two_square_images(tmp_path) -> list[tuple[ImageRecord, CamRecord]]:
+    """Two 32-px images of a bright square, each with a CAM on the square's core."""
+    pairs = []
+    for index, corner in enumerate((4, 12)):
+        pixels = np.full((32, 32, 3), 40, np.uint8)
+        pixels[corner : corner + 16, corner : corner + 16] = 220
+        path = tmp_path / f"square{index}.png"
+        Image.fromarray(pixels).save(path)
+        cams = np.zeros((1, 32, 32), np.float32)
+        cams[0, corner + 4 : corner + 12, corner + 4 : corner + 12] = 1.0
+        record = ImageRecord(f"square{index}", str(path), 32, 32, (0,), "train", "0" * 64)
+        pairs.append((record, CamRecord(record.image_id, (0,), cams, None)))
+    return pairs
+
+
+def _trained_state(pairs, **settings) -> dict[str, torch.Tensor]:
+    config = AffinityConfig(input_side=64, epochs=2, batch_size=1, **settings)
+    head, _ = train_head(tiny_features(), pairs, config)
+    return head.state_dict()
+
+
+def test_head_training_is_seeded_and_its_pair_share_is_honoured(tmp_path) -> None:
+    """Same settings, same head; another share of the pair offsets, another head."""
+    pairs = _two_square_images(tmp_path)
+    quarter = _trained_state(pairs, train_pair_share=0.25)
+    again = _trained_state(pairs, train_pair_share=0.25)
+    every = _trained_state(pairs, train_pair_share=1.0)
+    assert all(torch.equal(quarter[name], again[name]) for name in quarter)
+    assert not all(torch.equal(quarter[name], every[name]) for name in quarter)
+
+
+def test_the_head_lineage_follows_training_settings_not_the_walks() -> None:
+    config = PipelineConfig()
+    lineage = head_lineage(config, "model")
+    walk = config.model_copy(update={"affinity": config.affinity.model_copy(update={"beta": 8.0})})
+    share = config.model_copy(
+        update={"affinity": config.affinity.model_copy(update={"train_pair_share": 0.5})}
+    )
+    assert head_lineage(walk, "model") == lineage
+    assert head_lineage(share, "model") != lineage
+    assert head_lineage(config, "other model") != lineage
+
+
+def test_switching_the_stage_off_gives_back_the_earlier_final_mask_hash() -> None:
+    """Workspaces that keep the stage off keep the final masks made before it was a default."""
+    config = PipelineConfig()
+    assert stage_config_hash(config, "crf") == DEFAULT_HASHES["crf"]
+    off = config.model_copy(
+        update={"affinity": config.affinity.model_copy(update={"enabled": False})}
+    )
+    assert stage_config_hash(off, "crf") == CRF_HASH_WITHOUT_AFFINITY
+    for stage in ("train", "cam", "seeds", "grown"):
+        assert stage_config_hash(off, stage) == DEFAULT_HASHES[stage]

@@ -28,6 +28,9 @@ DEFAULT_HASHES = {
     "grown": "6225a23a79dac4da",
     "crf": "641b34483ab3f596",
 }
+# The crf stage's hash with the affinity stage switched off: that of the defaults before
+# 2026-12-02, so a workspace that keeps the stage off keeps its final masks.
+CRF_HASH_WITHOUT_AFFINITY = "e1ed78f7733391ea"
 
 
 def tiny_features(seed: int = 0) -> nn.Sequential:
