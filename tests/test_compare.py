@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_SECTIONS, TINY_TRAIN
 
 from wsss_cli.main import main
 from wsss_core.config import PipelineConfig
@@ -31,9 +31,7 @@ TINY = {
     "device": "cpu",
     "shard_size": 10,
     "demo": {"num_images": 24, "image_size": 64, "seed": 5},
-    "train": TINY_TRAIN,
-    "cam": TINY_CAM,
-    "affinity": NO_AFFINITY,
+    **TINY_SECTIONS,
     "crf": {"background_powers": [0.7, 1.0]},
 }
 A = PipelineConfig.model_validate(TINY)

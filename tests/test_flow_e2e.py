@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_SECTIONS
 
 from wsss_core.data.images import load_label_map
 from wsss_core.data.manifest import read_manifest
@@ -23,9 +23,7 @@ DATASET = f"wsss-e2e-test-{os.getpid()}"
 TINY_CONFIG = {
     "shard_size": 10,
     "demo": {"num_images": 24, "image_size": 64, "seed": 3},
-    "train": TINY_TRAIN,
-    "cam": TINY_CAM,
-    "affinity": NO_AFFINITY,
+    **TINY_SECTIONS,
 }
 
 

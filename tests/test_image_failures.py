@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN, label_run
+from tiny_pipeline import TINY_SECTIONS, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -34,9 +34,7 @@ SHARD_SIZE = 10
 CONFIG = {
     "shard_size": SHARD_SIZE,
     "device": "cpu",
-    "train": TINY_TRAIN,
-    "cam": TINY_CAM,
-    "affinity": NO_AFFINITY,
+    **TINY_SECTIONS,
 }
 
 

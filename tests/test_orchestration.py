@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN, label_run
+from tiny_pipeline import TINY_SECTIONS, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -28,9 +28,7 @@ SHARD_SIZE = 10  # 27 images: shards 0 and 1 full, shard 2 gains the added ones
 CONFIG = {
     "shard_size": SHARD_SIZE,
     "device": "cpu",
-    "train": TINY_TRAIN,
-    "cam": TINY_CAM,
-    "affinity": NO_AFFINITY,
+    **TINY_SECTIONS,
 }
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_SECTIONS
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.images import load_label_map
@@ -48,9 +48,7 @@ NUM_SHARDS = NUM_IMAGES // SHARD_SIZE  # 10 shards per stage
 CONFIG = {
     "shard_size": SHARD_SIZE,
     "demo": {"num_images": NUM_IMAGES, "image_size": 64, "seed": 5},
-    "train": TINY_TRAIN,
-    "cam": TINY_CAM,
-    "affinity": NO_AFFINITY,
+    **TINY_SECTIONS,
     # Many mean-field iterations: about half a second per shard, so the CRF stage
     # is the long one and there is a wide window between its first and last shard.
     "crf": {"iterations": 200},

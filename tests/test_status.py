@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tiny_pipeline import NO_AFFINITY, TINY_CAM, TINY_TRAIN
+from tiny_pipeline import TINY_SECTIONS
 
 from wsss_cli.main import main
 from wsss_core.config import PipelineConfig
@@ -30,9 +30,7 @@ TINY = {
     "device": "cpu",
     "shard_size": 10,
     "demo": {"num_images": 24, "image_size": 64, "seed": 3},
-    "train": TINY_TRAIN,
-    "cam": TINY_CAM,
-    "affinity": NO_AFFINITY,
+    **TINY_SECTIONS,
 }
 CONFIG = PipelineConfig.model_validate(TINY)
 SHARD_IMAGES = (10, 10, 4)

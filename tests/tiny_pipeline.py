@@ -22,6 +22,9 @@ TINY_CAM = {"scales": [1.0], "batch_size": 8}
 # orchestration, and their stage tables are those without it; test_orchestration's affinity
 # tests and the recipe tests run the stage itself.
 NO_AFFINITY = {"enabled": False}
+# The three together: what the orchestration tests' configs share (each adds its shard size,
+# demo and whatever it tests).
+TINY_SECTIONS = {"train": TINY_TRAIN, "cam": TINY_CAM, "affinity": NO_AFFINITY}
 
 
 def tiny_review_config(seed: int) -> dict:
