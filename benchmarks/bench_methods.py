@@ -15,9 +15,10 @@ that changes the ``train`` section gets its own classifier under
 
 Printed per dataset and recipe: the final (crf) mIoU and its difference to
 the defaults, object pixels kept (fg_recall), images emptied, training
-seconds (the classifier's epochs, and the affinity head's when the recipe
-walks), the seconds per image of each map stage, and the whole run's time as
-a ratio to the defaults' (training + per-image costs x images); then each
+seconds (the classifier's epochs, and those of the affinity and self-training
+heads when the recipe uses them), the seconds per image of each map stage,
+and the whole run's time as a ratio to the defaults' (training + per-image
+costs x images); then each
 recipe's verdict against the issue's goal (at least +0.05 final mIoU on both
 datasets at no more than 2x the defaults' run time) beside the published
 figure of its method. ``--write-readme`` puts both tables between the
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsss_core.config import PipelineConfig, load_config, read_config_file, stage_config_hash
 from wsss_core.data.manifest import read_manifest
+from wsss_core.model import segmentation_head
 from wsss_core.model.affinity_head import head_lineage, load_head
 from wsss_core.model.checkpoint import file_hash
 from wsss_core.model.comparison import workspace_classifier_fits
@@ -83,6 +85,7 @@ PAPER_CLAIMS = {
     "train.online_erasing_threshold": "ACoL (Zhang et al. CVPR 2018): localisation only",
     "train.erasing_rounds": "AE-PSL (Wei et al. CVPR 2017): val 55.0 (with saliency, PSL)",
     "cam.cross_image_weight": "CIAN (Fan et al. AAAI 2020): val 64.1",
+    "self_training.enabled": "IRN's DeepLab on its masks (Ahn et al. CVPR 2019): 66.5 -> val 63.5",
 }
 NO_CLAIM = "not recorded (PAPER_CLAIMS in bench_methods.py)"
 
@@ -98,7 +101,7 @@ class RecipeResult:
     fg_recall: float
     emptied: float
     classifier_seconds: float
-    head_seconds: float  # 0 when the recipe does not walk
+    head_seconds: float  # the affinity and self-training heads' training (0: neither is on)
     stage_seconds: dict[str, float]  # map stage -> seconds per image
     gain_low: float  # the final mIoU's gain over the defaults: paired bootstrap interval
     gain_high: float
@@ -148,12 +151,19 @@ def classifier_workspace(
 def head_seconds(
     workspace: Workspace, config: PipelineConfig, layout: ComparisonLayout, classifier: Path
 ) -> float:
-    """The affinity head's training seconds for ``config``'s maps (0 when it does not walk)."""
-    if not config.affinity.enabled:
-        return 0.0
+    """The training seconds of the heads ``config``'s maps used (affinity, self-training)."""
+    model = file_hash(classifier)
     # compare trains one head per compared image set, beside that set's maps.
-    name = f"{head_lineage(config, file_hash(classifier))}.pt"
-    return sum(load_head(path).seconds for path in sorted(layout.root.glob(f"*/*/affinity/{name}")))
+    seconds = 0.0
+    if config.affinity.enabled:
+        name = f"{head_lineage(config, model)}.pt"
+        paths = sorted(layout.root.glob(f"*/*/affinity/{name}"))
+        seconds += sum(load_head(path).seconds for path in paths)
+    if config.self_training.enabled:
+        name = f"{segmentation_head.head_lineage(config, model)}.pt"
+        paths = sorted(layout.root.glob(f"*/*/segmentation/{name}"))
+        seconds += sum(segmentation_head.load_segmentation_head(p).seconds for p in paths)
+    return seconds
 
 
 def results(
@@ -309,7 +319,8 @@ def readme_block(
         [
             f"Measured by `benchmarks/bench_methods.py` on {date.today().isoformat()} "
             f"(images per dataset: {images}; seconds on {os.cpu_count()} shared CPU cores; "
-            "training s: the classifier's epochs, plus the affinity head's when it walks; "
+            "training s: the classifier's epochs, plus the affinity and self-training heads' "
+            "when the recipe uses them; "
             "run time: training + every stage's seconds per image x images, the defaults = 1; "
             f"interval: {LEVEL:.0%} paired bootstrap over the images of the gain):",
             markdown_table(table_rows(all_results, markdown=True)),

@@ -27,6 +27,7 @@ from tasks.cam import cam_shard
 from tasks.crf import crf_shard
 from tasks.grow import grow_shard
 from tasks.seeds import seeds_shard
+from tasks.self_training import self_training_head
 from wsss_core.config import PipelineConfig
 from wsss_core.stages.common import (
     ShardFailure,
@@ -103,6 +104,8 @@ def label_shards(workspace: Workspace, config: PipelineConfig, model_hash: str) 
         started = time.perf_counter()
         if stage == "affinity" and alive:  # its head learns from the CAMs of every shard
             affinity_head(workspace, config, model_hash)
+        if stage == "crf" and alive and config.self_training.enabled:  # ... from first passes
+            self_training_head(workspace, config, model_hash)
         stage_task = MAP_STAGE_TASKS[stage]
         futures = stage_task.map(unmapped(workspace), unmapped(config), alive, unmapped(model_hash))
         done, stage_failures = collect_shards(stage, alive, futures)

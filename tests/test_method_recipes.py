@@ -50,6 +50,7 @@ TINY: dict[str, Any] = {
         "train_radius": 5,
     },
     "crf": {"background_powers": [1.0]},
+    "self_training": {"input_side": 64, "train_images": 12, "epochs": 1, "width": 16},
 }
 SHARDS, IMAGES = 3, 24
 # What each recipe may change: its section and keys (nothing else differs from the defaults).
@@ -61,6 +62,7 @@ RECIPE_KEYS = {
     "affinity": ("affinity", set()),  # a default since 2026-12-02: the file sets what it is
     "erasing": ("train", {"online_erasing_threshold"}),
     "erasing_iterative": ("train", {"erasing_rounds"}),
+    "self_training": ("self_training", {"enabled"}),
 }
 
 
@@ -274,6 +276,28 @@ def test_the_affinity_recipe_runs_and_recomputes_affinity_and_crf(
     assert f"shards recomputed: {_recomputed(stages)}" in out
     assert load_config(workspace.config_path).affinity.enabled
     assert len(list((workspace.models_dir / "affinity").glob("*.pt"))) == 1
+
+
+def test_the_self_training_recipe_runs_and_recomputes_only_crf(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    """Its head trains once, in the run; a second run reuses it and recomputes nothing."""
+    workspace = _copy(labelled, tmp_path)
+    out = _run(workspace, "self_training", capsys)
+    stages = {"cam": 0, "seeds": 0, "grown": 0, "crf": SHARDS}
+    assert f"shards recomputed: {_recomputed(stages)}" in out
+    assert load_config(workspace.config_path).self_training.enabled
+    heads = list((workspace.models_dir / "segmentation").glob("*.pt"))
+    assert len(heads) == 1
+    trained = heads[0].stat().st_mtime_ns
+    out = _run(workspace, "self_training", capsys)
+    assert f"shards recomputed: {_recomputed(dict.fromkeys(stages, 0))}" in out
+    assert heads[0].stat().st_mtime_ns == trained
+    from wsss_cli.main import main
+
+    assert main(["status", "--workspace", str(workspace.root)]) == 0
+    status = capsys.readouterr().out
+    assert f"self-training head: {heads[0].relative_to(workspace.root)}, current" in status
 
 
 def test_the_best_recipe_combines_measured_recipes_and_runs(

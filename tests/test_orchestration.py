@@ -390,6 +390,47 @@ def test_the_affinity_stage_trains_its_head_once_and_caches_like_the_others(trai
         np.testing.assert_array_equal(got[image_id], maps, err_msg=image_id)
 
 
+SELF_TRAINING = {"enabled": True, "input_side": 64, "train_images": 12, "epochs": 1, "width": 16}
+
+
+def _final_masks(workspace: Workspace) -> dict[str, np.ndarray]:
+    return {
+        record.image_id: record.labels
+        for path in shard_paths(workspace.maps_dir("crf"))
+        for record in read_label_shard(path)
+    }
+
+
+def test_self_training_trains_its_head_once_and_gives_the_same_masks_on_dask(trained, tmp_path):
+    from flows.runners import RunnerOptions, prefect_api_for_workers
+
+    workspace = Workspace(tmp_path / "self-training")
+    shutil.copytree(trained["snapshot"].root, workspace.root)
+    config_file = _write_config(tmp_path / "self.yaml", self_training=SELF_TRAINING)
+    state, first = label_run(workspace.root, config_file)
+    assert state.is_completed(), state.message
+    assert first.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 3}
+    assert len(list((workspace.models_dir / "segmentation").glob("*.pt"))) == 1
+    masks = _final_masks(workspace)
+    assert len(masks) == IMAGES - HELD_BACK
+    # The mix weight is the second pass's: the crf again, with the same head.
+    mix_file = _write_config(
+        tmp_path / "mix.yaml", self_training={**SELF_TRAINING, "head_weight": 0.3}
+    )
+    state, remixed = label_run(workspace.root, mix_file)
+    assert remixed.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 3}
+    assert len(list((workspace.models_dir / "segmentation").glob("*.pt"))) == 1
+    on_dask = Workspace(tmp_path / "self-training-dask")
+    shutil.copytree(trained["snapshot"].root, on_dask.root)
+    with prefect_api_for_workers():
+        state, _ = label_run(on_dask.root, config_file, RunnerOptions(kind="dask", workers=2))
+    assert state.is_completed(), state.message
+    got = _final_masks(on_dask)
+    assert got.keys() == masks.keys()
+    for image_id, labels in masks.items():
+        np.testing.assert_array_equal(got[image_id], labels, err_msg=image_id)
+
+
 def test_status_lists_the_affinity_stage_and_its_head(trained, tmp_path, capsys):
     from wsss_cli.main import main
 

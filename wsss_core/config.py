@@ -465,6 +465,42 @@ class CrfConfig(CrfParams):
     )
 
 
+class SelfTrainingConfig(_Section):
+    """A second CRF pass guided by a segmentation head trained on the first pass's masks.
+
+    The head (``wsss_core/model/segmentation_head.py``) reads the classifier's
+    frozen features and is trained once per classifier and setting
+    (``models/segmentation/``) on the crf stage's first-pass masks of
+    ``train_images`` images. Each image's final mask is then the CRF of the
+    first-pass mask mixed with the head's probabilities: where the head
+    disagrees, the pixel's label is left to the image's edges (ARCHITECTURE.md,
+    "Final masks and self-training").
+    """
+
+    enabled: bool = Field(
+        False, description="refine the crf stage's masks with a self-trained head (trains once)"
+    )
+    head_weight: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="the head's share of the second CRF's unary; the first-pass mask has "
+        "the rest (0.5: neither overrules the other, so the CRF decides where they differ)",
+    )
+    input_side: int = Field(
+        256, ge=64, description="longer image side fed to the backbone; the head's grid is 1/4"
+    )
+    train_images: int = Field(400, ge=1, description="images the head learns from, spread evenly")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    width: int = Field(64, ge=8, description="channels of the head's layers")
+    seed: int = Field(0, ge=0)
+    cpu_threads: int = Field(
+        1, ge=1, description="torch CPU threads per shard, fixed for bit-identical maps"
+    )
+
+
 class ReviewConfig(_Section):
     """The FiftyOne dataset that reviewers use."""
 
@@ -527,6 +563,7 @@ class PipelineConfig(_Section):
     seeds: SeedConfig = SeedConfig()
     grow: GrowConfig = GrowConfig()
     crf: CrfConfig = CrfConfig()
+    self_training: SelfTrainingConfig = SelfTrainingConfig()
     review: ReviewConfig = ReviewConfig()
 
     @field_validator("cam")
@@ -631,12 +668,12 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "affinity": ("train", "cam", "affinity"),
     "seeds": ("train", "cam", "seeds"),
     "grown": ("train", "cam", "seeds", "grow"),
-    "crf": ("train", "cam", "affinity", "seeds", "grow", "crf"),
+    "crf": ("train", "cam", "affinity", "seeds", "grow", "crf", "self_training"),
 }
 
 # Sections that shape the stages after their own only while switched on: with
 # ``affinity.enabled`` false the crf lineage is what it was without the stage.
-OPTIONAL_SECTIONS = ("affinity",)
+OPTIONAL_SECTIONS = ("affinity", "self_training")
 
 
 # Settings read only after the maps exist (evaluation, reports, export): changing

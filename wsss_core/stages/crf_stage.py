@@ -6,22 +6,37 @@ no labelled class vanished (``wsss_core/recovery.py``). A vanished class is
 restored from the CRF of the affinity stage's walked maps when that stage is
 on, as it is by default (final mIoU +0.017 on the digits, +0.016 on the
 scenes; ARCHITECTURE.md, "Thresholds"), then from its grown region.
+
+With ``self_training.enabled`` that mask is a first pass: a segmentation
+head trained on the first-pass masks of the workspace's images (before the
+stage, ``wsss_core/stages/self_training_stage.py``) gives its own view, the
+two are mixed and refined by the CRF once more (:class:`SecondPass`).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from wsss_core.background import refine_best_background
-from wsss_core.config import PipelineConfig
+from wsss_core.config import CrfConfig, PipelineConfig
 from wsss_core.crf import refine_with_crf
 from wsss_core.data.images import save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
+from wsss_core.model import segmentation_head as heads
+from wsss_core.model.checkpoint import load_checkpoint
+from wsss_core.model.device import cpu_threads
 from wsss_core.probability import probability_map
 from wsss_core.recovery import restore_vanished_classes
-from wsss_core.stages.common import ShardOutcome, expected_lineage, is_fresh, shard_records
+from wsss_core.stages.common import (
+    ShardOutcome,
+    current_model_hash,
+    expected_lineage,
+    is_fresh,
+    shard_records,
+)
 from wsss_core.stages.image_failures import read_image
 from wsss_core.stages.label_stage import run_label_stage
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
@@ -30,6 +45,53 @@ from wsss_core.store.workspace import Workspace
 
 # Walked maps are divided by their maximum, so they read as probabilities as they are.
 WALK_BACKGROUND_POWER = 1.0
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """An image's mask from its CAMs alone: the crf stage's result without self-training."""
+
+    labels: np.ndarray  # uint8 [H, W]
+    confidence: np.ndarray  # float32 [H, W]
+    recovered: tuple[int, ...]  # classes restored after the CRF emptied them
+    background_power: float
+
+
+def first_pass_mask(
+    image: np.ndarray,
+    cams: CamRecord,
+    grown: np.ndarray,
+    walked: np.ndarray | None,
+    settings: CrfConfig,
+) -> FirstPass:
+    """The CRF at each candidate background power, the best outlined one, vanished classes back.
+
+    ``walked``: the image's affinity maps when that stage is on (restores a
+    vanished class before ``grown`` does).
+    """
+    anchor = None if settings.anchor_confidence is None else (grown, settings.anchor_confidence)
+    choice = refine_best_background(
+        image,
+        cams.cams,
+        cams.class_ids,
+        settings.background_powers,
+        settings,
+        settings.min_confidence,
+        anchor,
+    )
+
+    def walk_region() -> np.ndarray:
+        walk = probability_map(walked, WALK_BACKGROUND_POWER)
+        return refine_with_crf(image, walk, cams.class_ids, settings).labels
+
+    labels, recovered = restore_vanished_classes(
+        choice.result.labels,
+        grown,
+        cams.class_ids,
+        settings.min_kept_share,
+        walk_region if walked is not None else None,
+    )
+    return FirstPass(labels, choice.result.confidence, recovered, choice.background_power)
 
 
 def run_crf_shard(
@@ -42,55 +104,70 @@ def run_crf_shard(
     # The crf section is the CRF's own parameters (a CrfParams) plus the choices around it.
     palette, settings = voc_palette(), config.crf
     walked = _WalkedMaps(workspace, shard_index) if config.affinity.enabled else None
+    second_pass = (
+        SecondPass(workspace, config, model_hash or current_model_hash(workspace))
+        if config.self_training.enabled
+        else None
+    )
 
     def per_image(record: ImageRecord, cams: CamRecord, grown: LabelRecord | None) -> LabelRecord:
         assert grown is not None
-        anchor = (
-            None
-            if settings.anchor_confidence is None
-            else (grown.labels, settings.anchor_confidence)
-        )
         image = read_image(record)
-        choice = refine_best_background(
-            image,
-            cams.cams,
-            cams.class_ids,
-            settings.background_powers,
-            settings,
-            settings.min_confidence,
-            anchor,
-        )
-        result = choice.result
-
-        def walk_region() -> np.ndarray:
-            walk = probability_map(walked.of(record.image_id), WALK_BACKGROUND_POWER)
-            return refine_with_crf(image, walk, cams.class_ids, settings).labels
-
-        labels, recovered = restore_vanished_classes(
-            result.labels,
-            grown.labels,
-            cams.class_ids,
-            settings.min_kept_share,
-            walk_region if walked is not None else None,
-        )
+        walk = walked.of(record.image_id) if walked is not None else None
+        first = first_pass_mask(image, cams, grown.labels, walk, settings)
+        labels, confidence, recovered = first.labels, first.confidence, first.recovered
+        if second_pass is not None:
+            labels, confidence, recovered = second_pass.refine(image, cams.class_ids, first)
         save_label_map(workspace.mask_path(record.image_id), labels, palette)
-        return LabelRecord(
-            record.image_id, labels, result.confidence, recovered, choice.background_power
-        )
+        return LabelRecord(record.image_id, labels, confidence, recovered, first.background_power)
 
-    outcome = run_label_stage(
-        workspace,
-        config,
-        shard_index,
-        "crf",
-        "grown",
-        per_image,
-        show_progress,
-        model_hash,
-        also_needs=("affinity",) if walked is not None else (),
-    )
+    # The head's convolutions run on a fixed thread count: bit-identical on every runner.
+    fixed = cpu_threads(config.self_training.cpu_threads) if second_pass else nullcontext()
+    with fixed:
+        outcome = run_label_stage(
+            workspace,
+            config,
+            shard_index,
+            "crf",
+            "grown",
+            per_image,
+            show_progress,
+            model_hash,
+            also_needs=("affinity",) if walked is not None else (),
+        )
     restore_missing_masks(workspace, config, shard_index)
     return outcome
+
+
+class SecondPass:
+    """The self-training pass: the first-pass mask mixed with the head's view, CRF again.
+
+    Loads the head (trained before the stage by
+    :func:`wsss_core.stages.self_training_stage.ensure_segmentation_head`) and
+    the classifier's trunk once per shard.
+    """
+
+    def __init__(self, workspace: Workspace, config: PipelineConfig, model_hash: str) -> None:
+        names = read_manifest(workspace).class_names
+        self.backbone = load_checkpoint(workspace.model_path, "cpu", names).model.features
+        path = workspace.segmentation_head_path(heads.head_lineage(config, model_hash))
+        self.head = heads.load_segmentation_head(path).head
+        self.config = config
+
+    def refine(
+        self, image: np.ndarray, class_ids: tuple[int, ...], first: FirstPass
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """(labels, confidence, recovered classes); a class the pass empties keeps its first one."""
+        settings, crf = self.config.self_training, self.config.crf
+        probs = heads.head_probabilities(
+            self.head, self.backbone, image, class_ids, settings.input_side
+        )
+        mixed = heads.mixed_probabilities(probs, first.labels, class_ids, settings.head_weight)
+        result = refine_with_crf(image, mixed, class_ids, crf, crf.min_confidence)
+        labels, kept = restore_vanished_classes(
+            result.labels, first.labels, class_ids, crf.min_kept_share
+        )
+        return labels, result.confidence, tuple(sorted({*first.recovered, *kept}))
 
 
 class _WalkedMaps:

@@ -18,6 +18,7 @@ from wsss_core.stages.common import ShardOutcome
 from wsss_core.stages.crf_stage import run_crf_shard
 from wsss_core.stages.grow_stage import run_grow_shard
 from wsss_core.stages.seeds_stage import run_seeds_shard
+from wsss_core.stages.self_training_stage import ensure_segmentation_head
 from wsss_core.store.workspace import ALL_MAP_STAGES, Workspace
 
 # run(workspace, config, shard_index, show_progress, model_hash) -> what it did
@@ -37,7 +38,7 @@ MAP_STAGE_RUNNERS: dict[str, MapStage] = {
     "affinity": MapStage(run_affinity_shard, prepare=ensure_head),
     "seeds": MapStage(run_seeds_shard),
     "grown": MapStage(run_grow_shard),
-    "crf": MapStage(run_crf_shard),
+    "crf": MapStage(run_crf_shard, prepare=ensure_segmentation_head),  # no-op while off
 }
 
 

@@ -23,7 +23,7 @@ from wsss_core.data.manifest import (
     read_manifest,
     read_quarantine,
 )
-from wsss_core.model.affinity_head import head_lineage
+from wsss_core.model import affinity_head, segmentation_head
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
 from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, output_is_current
@@ -121,7 +121,7 @@ class WorkspaceStatus:
     images: ImageCounts
     model: ModelStatus
     stages: tuple[StageStatus, ...]
-    affinity_head: str | None = None  # a line on the affinity head, with that stage on
+    heads: tuple[str, ...] = ()  # a line on each learned head the config uses
     quality: QualityEstimate | None = None  # the last run's estimate, while it holds
 
     def stage(self, name: str) -> StageStatus:
@@ -156,8 +156,7 @@ class WorkspaceStatus:
             out.append(_describe_unfinished(self.model.unfinished, self.root))
         if self.model.exists and not self.model.up_to_date and not self.model.kept_by_runs:
             out.append("  (a run that retrains it makes every map below stale)")
-        if self.affinity_head is not None:
-            out.append(self.affinity_head)
+        out += self.heads
         out += self.table()
         out += failed_image_lines([f for stage in self.stages for f in stage.failed], limit=10)
         if self.quality is not None:
@@ -178,25 +177,41 @@ def workspace_status(workspace: Workspace, config: PipelineConfig) -> WorkspaceS
         stage_status(workspace, config, stage, shards, model.file_hash)
         for stage in map_stages(config)
     )
-    head = affinity_head_status(workspace, config, model.file_hash)
+    heads = head_lines(workspace, config, model.file_hash)
     quality = saved_quality(workspace, config, model.file_hash, manifest)
     counts = image_counts(workspace, manifest)
-    return WorkspaceStatus(workspace.root, counts, model, stages, head, quality)
+    return WorkspaceStatus(workspace.root, counts, model, stages, heads, quality)
 
 
-def affinity_head_status(
+def head_lines(
     workspace: Workspace, config: PipelineConfig, model_hash: str | None
-) -> str | None:
-    """One line on the affinity stage's head when the stage is on, else None."""
-    if not config.affinity.enabled:
-        return None
-    if model_hash is None:
-        return "affinity head: trained after the classifier"
-    path = workspace.affinity_head_path(head_lineage(config, model_hash))
-    name = _display(path, workspace.root)
-    if path.exists():
-        return f"affinity head: {name}, current for this classifier and config"
-    return f"affinity head: none for this classifier and config yet; the next run trains {name}"
+) -> tuple[str, ...]:
+    """A line on each head the config trains after the classifier: affinity, self-training."""
+    heads = []
+    if config.affinity.enabled:
+        heads.append(("affinity head", workspace.affinity_head_path, affinity_head.head_lineage))
+    if config.self_training.enabled:
+        heads.append(
+            (
+                "self-training head",
+                workspace.segmentation_head_path,
+                segmentation_head.head_lineage,
+            )
+        )
+    lines = []
+    for title, path_of, lineage_of in heads:
+        if model_hash is None:
+            lines.append(f"{title}: trained after the classifier")
+            continue
+        path = path_of(lineage_of(config, model_hash))
+        name = _display(path, workspace.root)
+        if path.exists():
+            lines.append(f"{title}: {name}, current for this classifier and config")
+        else:
+            lines.append(
+                f"{title}: none for this classifier and config yet; the next run trains {name}"
+            )
+    return tuple(lines)
 
 
 def stage_status(

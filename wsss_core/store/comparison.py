@@ -11,6 +11,8 @@ Under the compare directory (default ``WS/compare/``)::
     <images>/shards-<size>/masks/<final stage hash>/<image_id>.png
     <images>/shards-<size>/affinity/<head lineage>.pt      the affinity head, learnt
                                                       from these images' CAMs
+    <images>/shards-<size>/segmentation/<lineage>.pt  the self-training head, learnt
+                                                      from their first-pass masks
 
 ``<images>`` is ``all`` or a hash of the chosen ids; ``<stage hash>`` is
 ``stage_config_hash(config, stage)``, so configs that agree on a stage's
@@ -71,6 +73,10 @@ class ComparisonWorkspace(Workspace):
         # The head learns from the compared images' CAMs: one per image set, so a head
         # trained on a `--limit` subset is never reused for all the images.
         return self.root / "affinity" / f"{lineage}.pt"
+
+    def segmentation_head_path(self, lineage: str) -> Path:
+        # Learnt from the compared images' first-pass masks: one per image set, as above.
+        return self.root / "segmentation" / f"{lineage}.pt"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ class Workspace:
         """The boundary head trained for ``lineage`` (classifier and settings), one file each."""
         return self.models_dir / "affinity" / f"{lineage}.pt"
 
+    def segmentation_head_path(self, lineage: str) -> Path:
+        """The self-training head trained for ``lineage`` (classifier, first pass, settings)."""
+        return self.models_dir / "segmentation" / f"{lineage}.pt"
+
     @property
     def masks_dir(self) -> Path:
         return self.root / "masks"

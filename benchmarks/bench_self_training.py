@@ -1,0 +1,141 @@
+"""Self-training's final masks and cost against the defaults on both development datasets.
+
+For each dataset, digits (the demo) and scenes, a workspace made by ``wsss
+demo --dataset NAME --no-publish`` (made once, then reused) is compared over
+all its images by ``wsss compare`` with:
+
+- ``defaults``: today's defaults (self-training off);
+- ``self-training``: ``configs/methods/self_training.yaml`` (head weight 0.5);
+- ``head weight 0.4`` and ``0.6``: the same head, mixed less or more (the
+  setting's neighbours, to show how sharp the choice is).
+
+Printed per dataset and config: final (crf) mIoU, its gain over the defaults
+with a 90% paired bootstrap interval over the images, object pixels kept,
+images emptied, the self-training head's training seconds (its first passes,
+features and epochs), the crf stage's seconds per image, and the whole run's
+time (training + every stage's seconds per image x images) as a ratio to the
+defaults' in the same run. Then ``WS/compare/self_training.png``: the images
+whose final masks it changed most, beside their ground truth. A second run
+reuses every map and head (compare caches them).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_self_training.py --root devsets
+    .venv/bin/python benchmarks/bench_self_training.py --digits WS1 --scenes WS2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench_defaults import DATASETS, ensure_workspace, object_iou
+from bench_methods import BASELINE, RECIPES_DIR, results
+from text_table import text_table
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wsss_core.config import PipelineConfig, load_config
+from wsss_core.data.images import load_label_map, load_rgb
+from wsss_core.data.manifest import read_manifest
+from wsss_core.report.figures import StagePanels, save_stage_overlays
+from wsss_core.stages.compare import compare_configs
+from wsss_core.store.maps import iter_stage_cams, iter_stage_labels
+from wsss_core.store.workspace import Workspace
+
+FIGURE_IMAGES = 6
+RECIPE = "self-training"
+
+
+def configs() -> dict[str, PipelineConfig]:
+    recipe = load_config(RECIPES_DIR / "self_training.yaml")
+
+    def weighted(weight: float) -> PipelineConfig:
+        section = recipe.self_training.model_copy(update={"head_weight": weight})
+        return recipe.model_copy(update={"self_training": section})
+
+    return {
+        BASELINE: PipelineConfig(),
+        RECIPE: recipe,
+        "head weight 0.4": weighted(0.4),
+        "head weight 0.6": weighted(0.6),
+    }
+
+
+def save_changed_masks(workspace: Workspace) -> Path:
+    """The defaults' and self-training's final masks where object IoU moved most."""
+    comparison = compare_configs(workspace, configs(), workspace.root / "compare")  # cached
+    rows = {(row.config, row.stage): row for row in comparison.rows}
+    finals = {
+        name: {r.image_id: r.labels for r in iter_stage_labels(comparison.out_dir / row.maps)}
+        for (name, stage), row in rows.items()
+        if stage == "crf" and name in (BASELINE, RECIPE)
+    }
+    cams = {
+        r.image_id: r.cams.max(axis=0, initial=0)
+        for r in iter_stage_cams(comparison.out_dir / rows[BASELINE, "cam"].maps)
+    }
+    records = read_manifest(workspace).by_id()
+    truths = {i: load_label_map(records[i].gt_uri) for i in finals[BASELINE] if records[i].gt_uri}
+    change = {
+        image_id: abs(
+            object_iou(finals[RECIPE][image_id], truth)
+            - object_iou(finals[BASELINE][image_id], truth)
+        )
+        for image_id, truth in truths.items()
+    }
+    picked = sorted(change, key=lambda image_id: (-change[image_id], image_id))[:FIGURE_IMAGES]
+    panels = [
+        StagePanels(
+            image_id,
+            load_rgb(records[image_id].uri),
+            cams[image_id],
+            {"ground truth": truths[image_id], **{n: m[image_id] for n, m in finals.items()}},
+        )
+        for image_id in picked
+    ]
+    return save_stage_overlays(panels, comparison.out_dir / "self_training.png")
+
+
+def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
+    measured = results(dataset, workspace, configs(), None)
+    base = next(r for r in measured if r.recipe == BASELINE)
+    table = [
+        {
+            "dataset": dataset,
+            "config": r.recipe,
+            "images": str(r.images),
+            "final mIoU": f"{r.miou:.4f}",
+            "vs defaults": f"{r.miou - base.miou:+.3f}",
+            "90% interval": f"[{r.gain_low:+.3f}, {r.gain_high:+.3f}]",
+            "kept": f"{r.fg_recall:.3f}",
+            "emptied": f"{100 * r.emptied:.1f}%",
+            "head s": f"{r.head_seconds - base.head_seconds:.0f}" if r.recipe != BASELINE else "-",
+            "crf s/img": f"{r.stage_seconds['crf']:.3f}",
+            "run s": f"{r.run_seconds:.0f}",
+            "run vs defaults": f"{r.run_seconds / base.run_seconds:.2f}x",
+        }
+        for r in measured
+    ]
+    print(f"{dataset}: masks it changed most: {save_changed_masks(workspace)}")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("devsets"), help="workspaces made here")
+    for dataset in DATASETS:
+        parser.add_argument(f"--{dataset}", type=Path, help=f"an existing {dataset} workspace")
+    args = parser.parse_args()
+    table = []
+    for dataset in DATASETS:
+        path = getattr(args, dataset) or args.root / dataset
+        table += report(dataset, ensure_workspace(path, dataset))
+    print()
+    print(text_table(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Self-training: the segmentation head, the mix of its view with the first pass, lineage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import DEFAULT_HASHES, STAGES, tiny_features
+
+from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_hash
+from wsss_core.model.segmentation_head import (
+    IGNORED,
+    TrainingExample,
+    allowed_labels,
+    head_lineage,
+    head_probabilities,
+    load_segmentation_head,
+    mixed_probabilities,
+    save_segmentation_head,
+    train_segmentation_head,
+    training_example,
+)
+
+NUM_LABELS = 5  # background + 4 classes
+
+
+def _striped_example(class_id: int) -> TrainingExample:
+    """Features that change across the middle; left background, right ``class_id``."""
+    level = torch.zeros((1, 4, 8, 8))
+    level[:, :, :, 4:] = 1.0
+    labels = torch.zeros((8, 8), dtype=torch.int64)
+    labels[:, 4:] = class_id + 1
+    labels[0, 0] = IGNORED  # an unknown cell counts in no loss
+    return TrainingExample([level.half()], labels, allowed_labels([class_id], NUM_LABELS))
+
+
+def test_the_head_learns_the_masks_it_is_shown_among_the_images_classes() -> None:
+    settings = SelfTrainingConfig(epochs=60, batch_size=2, width=8, learning_rate=1e-2)
+    examples = [_striped_example(1), _striped_example(3)]
+    head, seconds = train_segmentation_head(examples, NUM_LABELS, settings)
+    assert seconds > 0
+    with torch.no_grad():
+        logits = head([examples[0].levels[0].float()], (8, 8))[0]
+    # Alike features, two classes: only each image's labels say which one is there.
+    allowed = examples[0].allowed[:, None, None]
+    predicted = logits.masked_fill(~allowed, -1e4).argmax(dim=0)
+    assert (predicted[:, :4] == 0).all() and (predicted[:, 4:] == 2).all()
+
+
+def test_training_is_seeded() -> None:
+    settings = SelfTrainingConfig(epochs=2, batch_size=1, width=8)
+    examples = [_striped_example(0), _striped_example(2)]
+    first, _ = train_segmentation_head(examples, NUM_LABELS, settings)
+    again, _ = train_segmentation_head(examples, NUM_LABELS, settings)
+    other, _ = train_segmentation_head(
+        examples, NUM_LABELS, settings.model_copy(update={"seed": 1})
+    )
+    state, same, changed = first.state_dict(), again.state_dict(), other.state_dict()
+    assert all(torch.equal(state[name], same[name]) for name in state)
+    assert not all(torch.equal(state[name], changed[name]) for name in state)
+
+
+def test_probabilities_cover_only_background_and_the_images_classes(tmp_path) -> None:
+    backbone = tiny_features().eval()
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    labels = np.zeros((40, 56), np.uint8)
+    labels[10:30, 20:40] = 3  # class 2
+    example = training_example(backbone, image, labels, (2,), NUM_LABELS, 64)
+    assert example.labels.shape == (12, 16)  # the grid of the 64 x 46 network input
+    assert set(example.labels.unique().tolist()) == {0, 3}
+    head, _ = train_segmentation_head([example], NUM_LABELS, SelfTrainingConfig(epochs=1, width=8))
+    path = tmp_path / "head.pt"
+    save_segmentation_head(path, head, "lineage", 1, 1.0)
+    loaded = load_segmentation_head(path)
+    assert loaded.lineage == "lineage" and loaded.images == 1
+    probs = head_probabilities(loaded.head, backbone, image, (0, 2), 64)
+    assert probs.shape == (3, 40, 56) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs, head_probabilities(head, backbone, image, (0, 2), 64))
+
+
+def test_a_file_that_is_not_a_head_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "head.pt"
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(ValueError, match="not a wsss self-training head"):
+        load_segmentation_head(path)
+    with pytest.raises(FileNotFoundError, match="wsss label"):
+        load_segmentation_head(tmp_path / "missing.pt")
+
+
+def test_half_and_half_the_mix_never_overrules_the_first_pass_alone() -> None:
+    """At weight 0.5 the first-pass label keeps the most mass wherever the head disagrees,
+    but its margin shrinks with the head's doubt: the CRF's edges then decide."""
+    rng = np.random.default_rng(0)
+    head = rng.random((3, 16, 16)).astype(np.float32)
+    head /= head.sum(axis=0, keepdims=True)
+    labels = rng.choice(np.array([0, 1, 4], np.uint8), (16, 16))  # classes 0 and 3
+    labels[0, :4] = 255
+    mixed = mixed_probabilities(head, labels, (0, 3), 0.5)
+    np.testing.assert_allclose(mixed.sum(axis=0), 1.0, atol=1e-6)
+    channel = np.select([labels == 1, labels == 4], [1, 2], 0)
+    known = labels != 255
+    assert (mixed.argmax(axis=0)[known] == channel[known]).all()
+    np.testing.assert_allclose(mixed[:, 0, :4], 0.5 * head[:, 0, :4] + 0.5 / 3, atol=1e-6)
+    agreeing = np.take_along_axis(mixed, channel[None], axis=0)[0]
+    heads_view = np.take_along_axis(head, channel[None], axis=0)[0]
+    np.testing.assert_allclose(agreeing[known], 0.5 + 0.5 * heads_view[known], atol=1e-6)
+
+
+def test_the_option_enters_only_the_crf_lineage_and_only_while_on() -> None:
+    default = PipelineConfig()
+    assert {stage: stage_config_hash(default, stage) for stage in STAGES} == DEFAULT_HASHES
+    idle = PipelineConfig.model_validate({"self_training": {"epochs": 3, "head_weight": 0.3}})
+    assert stage_config_hash(idle, "crf") == DEFAULT_HASHES["crf"]
+    on = PipelineConfig.model_validate({"self_training": {"enabled": True}})
+    changed = {s for s in STAGES if stage_config_hash(on, s) != DEFAULT_HASHES[s]}
+    assert changed == {"crf"}
+
+
+def test_the_head_lineage_follows_the_first_pass_and_training_not_the_mix() -> None:
+    on = PipelineConfig.model_validate({"self_training": {"enabled": True}})
+    lineage = head_lineage(on, "model")
+
+    def changed(**sections: dict) -> str:
+        return head_lineage(PipelineConfig.model_validate({**on.model_dump(), **sections}), "model")
+
+    assert changed(self_training={"enabled": True, "head_weight": 0.3}) == lineage
+    assert changed(self_training={"enabled": True, "epochs": 3}) != lineage
+    assert changed(crf={"bilateral_srgb": 7.0}) != lineage  # other first-pass masks
+    assert head_lineage(on, "another classifier") != lineage

@@ -1,0 +1,259 @@
+"""The self-training head: per-pixel classes from the classifier's frozen features.
+
+Trained once per *lineage*: the classifier checkpoint's hash, every section
+the crf stage's first pass depends on (its training labels are that pass's
+masks) and the self_training section's training settings (not ``head_weight``,
+which only mixes). The file lives at ``models/segmentation/<lineage>.pt``, so
+a run that finds it skips training and compared configs never overwrite each
+other's head. Like the affinity head it is not retrained because images were
+added: new images are labelled with it.
+
+Training data: ``train_images`` labelled images spread evenly over the
+manifest, each with its first-pass mask brought to the head's grid (nearest
+pixel: one label per cell, unknown pixels ignored). The frozen backbone's
+feature pyramid of every training image is computed once and kept (float16).
+The loss is cross-entropy over background and the image's own classes only:
+the image-level labels say which classes can be there, so the head never has
+to learn to rule the others out. Training is seeded and runs in one process on
+the CPU, so it gives the same head whichever runner computes the masks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss_core.affinity import feature_pyramid, resize_to_grid
+from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_hash
+from wsss_core.model.affinity_head import network_input
+from wsss_core.model.checkpoint import atomic_torch_save, cpu_state_dict
+from wsss_core.probability import UNKNOWN, label_channels
+
+HEAD_FORMAT = "wsss-segmentation-head/1"
+IGNORED = -100  # cross-entropy's ignore_index: a cell with no known label
+RULED_OUT = -1e4  # the logit of a class the image is not labelled with
+
+# Settings of the second CRF pass, not of the head: changing them reuses the head.
+INFERENCE_KEYS = {"enabled", "head_weight", "cpu_threads"}
+
+Progress = Callable[[str], None]
+
+
+class SegmentationHead(nn.Module):
+    """Logits of background + every class per grid cell, from a frozen feature pyramid.
+
+    Each level: 1x1 convolution to ``width`` channels, group norm, ReLU, resized
+    to the grid; concatenated; a 3x3 convolution (so a cell sees its
+    neighbours), group norm, ReLU and a 1x1 convolution to ``num_labels``.
+    """
+
+    def __init__(self, level_channels: Sequence[int], num_labels: int, width: int = 64):
+        super().__init__()
+        self.level_channels = tuple(int(c) for c in level_channels)
+        self.num_labels = int(num_labels)
+        self.width = int(width)
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, width, 1, bias=False),
+                nn.GroupNorm(4, width),
+                nn.ReLU(inplace=True),
+            )
+            for channels in self.level_channels
+        )
+        self.mix = nn.Sequential(
+            nn.Conv2d(width * len(self.level_channels), width, 3, padding=1, bias=False),
+            nn.GroupNorm(4, width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, self.num_labels, 1),
+        )
+
+    def forward(self, levels: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Logits ``[B, num_labels, *size]``."""
+        parts = [
+            resize_to_grid(branch(level), size)
+            for branch, level in zip(self.branches, levels, strict=True)
+        ]
+        return self.mix(torch.cat(parts, dim=1))
+
+
+def head_lineage(config: PipelineConfig, classifier_hash: str) -> str:
+    """What a head is trained from: the classifier, the first-pass masks, the settings."""
+    first_pass = config.model_copy(
+        update={"self_training": config.self_training.model_copy(update={"enabled": False})}
+    )
+    training = config.self_training.model_dump(mode="json", exclude=INFERENCE_KEYS)
+    text = (
+        f"{classifier_hash}|{stage_config_hash(first_pass, 'crf')}|"
+        f"{json.dumps(training, sort_keys=True)}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def allowed_labels(class_ids: Sequence[int], num_labels: int) -> torch.Tensor:
+    """Bool ``[num_labels]``: background and the image's classes."""
+    allowed = torch.zeros(num_labels, dtype=torch.bool)
+    allowed[0] = True
+    allowed[[c + 1 for c in class_ids]] = True
+    return allowed
+
+
+@dataclass
+class TrainingExample:
+    levels: list[torch.Tensor]  # float16 feature pyramid of one image
+    labels: torch.Tensor  # int64 [h, w] on the grid: 0 background, c + 1 class c, IGNORED
+    allowed: torch.Tensor  # bool [num_labels]
+
+
+def training_example(
+    backbone: nn.Module,
+    image: np.ndarray,
+    labels: np.ndarray,
+    class_ids: Sequence[int],
+    num_labels: int,
+    input_side: int,
+) -> TrainingExample:
+    """An image's features and its first-pass mask (label values) on the head's grid."""
+    net = network_input(image, input_side)
+    with torch.no_grad():
+        levels = [level.half() for level in feature_pyramid(backbone, net.tensor)]
+    full = torch.from_numpy(labels.astype(np.int64))[None, None].float()
+    grid = F.interpolate(full, size=net.grid, mode="nearest")[0, 0].long()
+    grid[grid == UNKNOWN] = IGNORED
+    return TrainingExample(levels, grid, allowed_labels(class_ids, num_labels))
+
+
+def train_segmentation_head(
+    examples: Sequence[TrainingExample],
+    num_labels: int,
+    settings: SelfTrainingConfig,
+    progress: Progress | None = None,
+) -> tuple[SegmentationHead, float]:
+    """Train a head on ``examples``; returns it (eval mode) and the seconds it took."""
+    if not examples:
+        raise ValueError("no labelled image to train the self-training head on")
+    started = time.perf_counter()
+    say = progress or (lambda _: None)
+    torch.manual_seed(settings.seed)
+    channels = [level.shape[1] for level in examples[0].levels]
+    head = SegmentationHead(channels, num_labels, settings.width)
+    optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
+    by_grid: dict[tuple[int, ...], list[int]] = {}
+    for index, example in enumerate(examples):
+        by_grid.setdefault(tuple(example.labels.shape), []).append(index)
+    rng = np.random.default_rng(settings.seed)
+    depth = len(examples[0].levels)
+    for epoch in range(settings.epochs):
+        batches = [
+            (grid, [members[i] for i in order[start : start + settings.batch_size]])
+            for grid, members in sorted(by_grid.items())
+            for order in [rng.permutation(len(members))]
+            for start in range(0, len(members), settings.batch_size)
+        ]
+        total = 0.0
+        for batch_index in rng.permutation(len(batches)):
+            grid, members = batches[batch_index]
+            levels = [
+                torch.cat([examples[i].levels[d].float() for i in members]) for d in range(depth)
+            ]
+            allowed = torch.stack([examples[i].allowed for i in members])[:, :, None, None]
+            logits = head(levels, (grid[0], grid[1])).masked_fill(~allowed, RULED_OUT)
+            labels = torch.stack([examples[i].labels for i in members])
+            loss = F.cross_entropy(logits, labels, ignore_index=IGNORED)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item()
+        mean_loss = total / len(batches)
+        say(f"self-training head: epoch {epoch + 1}/{settings.epochs} loss {mean_loss:.4f}")
+    return head.eval(), time.perf_counter() - started
+
+
+def head_probabilities(
+    head: SegmentationHead,
+    backbone: nn.Module,
+    image: np.ndarray,
+    class_ids: Sequence[int],
+    input_side: int,
+) -> np.ndarray:
+    """Background + ``class_ids`` probabilities ``float32 [K + 1, H, W]`` at the image's size."""
+    net = network_input(image, input_side)
+    allowed = allowed_labels(class_ids, head.num_labels)
+    with torch.no_grad():
+        logits = head(feature_pyramid(backbone, net.tensor), net.grid)
+        logits = logits.masked_fill(~allowed[None, :, None, None], RULED_OUT)
+        full = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+        probs = full.softmax(dim=1)[0]
+    channels = [0, *(c + 1 for c in class_ids)]
+    return probs[channels].numpy().astype(np.float32)
+
+
+def mixed_probabilities(
+    head_probs: np.ndarray, labels: np.ndarray, class_ids: Sequence[int], head_weight: float
+) -> np.ndarray:
+    """``head_weight`` x the head's probabilities + the rest x the first-pass mask, one-hot.
+
+    An unknown (255) first-pass pixel gives its share evenly to every channel.
+    """
+    channels = label_channels(labels, class_ids, "first-pass labels")
+    count = head_probs.shape[0]
+    one_hot = np.zeros_like(head_probs)
+    known = channels >= 0
+    rows, cols = np.nonzero(known)
+    one_hot[channels[known], rows, cols] = 1.0
+    one_hot[:, ~known] = 1.0 / count
+    mixed = head_weight * head_probs + (1.0 - head_weight) * one_hot
+    return (mixed / mixed.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LoadedSegmentationHead:
+    head: SegmentationHead
+    lineage: str
+    images: int  # training images
+    seconds: float  # training time, features included
+
+
+def save_segmentation_head(
+    path: Path, head: SegmentationHead, lineage: str, images: int, seconds: float
+) -> None:
+    atomic_torch_save(
+        {
+            "format": HEAD_FORMAT,
+            "level_channels": list(head.level_channels),
+            "num_labels": head.num_labels,
+            "width": head.width,
+            "lineage": lineage,
+            "images": images,
+            "seconds": seconds,
+            "state_dict": cpu_state_dict(head),
+        },
+        path,
+    )
+
+
+def load_segmentation_head(path: Path) -> LoadedSegmentationHead:
+    """A head written by :func:`save_segmentation_head`, in eval mode; else a clear error."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no self-training head; run `wsss label` to train it"
+        ) from None
+    except Exception as error:
+        raise ValueError(f"{path}: unreadable self-training head ({error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
+        raise ValueError(f"{path}: not a wsss self-training head")
+    head = SegmentationHead(payload["level_channels"], payload["num_labels"], payload["width"])
+    head.load_state_dict(payload["state_dict"])
+    return LoadedSegmentationHead(
+        head.eval(), payload["lineage"], payload["images"], payload["seconds"]
+    )
