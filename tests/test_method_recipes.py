@@ -300,6 +300,41 @@ def test_the_self_training_recipe_runs_and_recomputes_only_crf(
     assert f"self-training head: {heads[0].relative_to(workspace.root)}, current" in status
 
 
+def test_the_self_training_head_leaves_out_a_bad_image_and_never_reads_stale_maps(
+    labelled, tmp_path, monkeypatch
+):
+    from wsss_core.model.segmentation_head import head_lineage, load_segmentation_head
+    from wsss_core.stages import self_training_stage
+    from wsss_core.stages.common import checked_model_hash
+    from wsss_core.stages.image_failures import ImageReadError
+
+    workspace = _copy(labelled, tmp_path)
+    config = PipelineConfig.model_validate(_merged(TINY, _recipe("self_training")))
+    bad = read_manifest(workspace).records[0]  # the first of the 12 training images
+
+    def read(record):
+        if record.image_id == bad.image_id:
+            raise ImageReadError(f"{record.uri}: OSError: truncated")
+        return read_image(record)
+
+    monkeypatch.setattr(self_training_stage, "read_image", read)
+    model = checked_model_hash(workspace)
+    lines: list[str] = []
+    trained, _ = self_training_stage.ensure_segmentation_head(
+        workspace, config, model, lines.append
+    )
+    assert trained
+    path = workspace.segmentation_head_path(head_lineage(config, model))
+    assert load_segmentation_head(path).images == 11
+    assert any(bad.uri in line and "left out" in line for line in lines)
+    # Grown regions of another grow setting are not this config's: nothing to learn from.
+    other = PipelineConfig.model_validate(
+        _merged(_merged(TINY, _recipe("self_training")), {"grow": {"fg_threshold": 0.7}})
+    )
+    with pytest.raises(ValueError, match="no labelled image"):
+        self_training_stage.ensure_segmentation_head(workspace, other, model)
+
+
 def test_the_best_recipe_combines_measured_recipes_and_runs(
     labelled, tmp_path, capsys, prefect_harness
 ):

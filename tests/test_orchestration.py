@@ -418,6 +418,7 @@ def test_self_training_trains_its_head_once_and_gives_the_same_masks_on_dask(tra
         tmp_path / "mix.yaml", self_training={**SELF_TRAINING, "head_weight": 0.3}
     )
     state, remixed = label_run(workspace.root, mix_file)
+    assert state.is_completed(), state.message
     assert remixed.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 3}
     assert len(list((workspace.models_dir / "segmentation").glob("*.pt"))) == 1
     on_dask = Workspace(tmp_path / "self-training-dask")

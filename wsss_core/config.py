@@ -498,7 +498,9 @@ class SelfTrainingConfig(_Section):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    width: int = Field(64, ge=8, description="channels of the head's layers")
+    width: int = Field(
+        64, ge=8, multiple_of=4, description="channels of the head's layers (group norm of 4)"
+    )
     seed: int = Field(0, ge=0)
     cpu_threads: int = Field(
         1, ge=1, description="torch CPU threads per shard, fixed for bit-identical maps"

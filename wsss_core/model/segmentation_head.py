@@ -43,7 +43,8 @@ IGNORED = -100  # cross-entropy's ignore_index: a cell with no known label
 RULED_OUT = -1e4  # the logit of a class the image is not labelled with
 
 # Settings of the second CRF pass, not of the head: changing them reuses the head.
-INFERENCE_KEYS = {"enabled", "head_weight", "cpu_threads"}
+# (cpu_threads is the head's too: its training sums split by thread count.)
+INFERENCE_KEYS = {"enabled", "head_weight"}
 
 Progress = Callable[[str], None]
 
@@ -161,6 +162,8 @@ def train_segmentation_head(
         total = 0.0
         for batch_index in rng.permutation(len(batches)):
             grid, members = batches[batch_index]
+            if all(bool((examples[i].labels == IGNORED).all()) for i in members):
+                continue  # no known cell: no loss (cross-entropy would be NaN)
             levels = [
                 torch.cat([examples[i].levels[d].float() for i in members]) for d in range(depth)
             ]

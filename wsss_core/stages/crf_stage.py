@@ -15,10 +15,12 @@ two are mixed and refined by the CRF once more (:class:`SecondPass`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from wsss_core.background import refine_best_background
 from wsss_core.config import CrfConfig, PipelineConfig
@@ -61,13 +63,14 @@ def first_pass_mask(
     image: np.ndarray,
     cams: CamRecord,
     grown: np.ndarray,
-    walked: np.ndarray | None,
+    walked: Callable[[], np.ndarray] | None,
     settings: CrfConfig,
 ) -> FirstPass:
     """The CRF at each candidate background power, the best outlined one, vanished classes back.
 
-    ``walked``: the image's affinity maps when that stage is on (restores a
-    vanished class before ``grown`` does).
+    ``walked``: gives the image's affinity maps when that stage is on (they
+    restore a vanished class before ``grown`` does); called only when a class
+    vanished, so most images never read them.
     """
     anchor = None if settings.anchor_confidence is None else (grown, settings.anchor_confidence)
     choice = refine_best_background(
@@ -81,7 +84,8 @@ def first_pass_mask(
     )
 
     def walk_region() -> np.ndarray:
-        walk = probability_map(walked, WALK_BACKGROUND_POWER)
+        assert walked is not None
+        walk = probability_map(walked(), WALK_BACKGROUND_POWER)
         return refine_with_crf(image, walk, cams.class_ids, settings).labels
 
     labels, recovered = restore_vanished_classes(
@@ -113,7 +117,7 @@ def run_crf_shard(
     def per_image(record: ImageRecord, cams: CamRecord, grown: LabelRecord | None) -> LabelRecord:
         assert grown is not None
         image = read_image(record)
-        walk = walked.of(record.image_id) if walked is not None else None
+        walk = None if walked is None else (lambda: walked.of(record.image_id))
         first = first_pass_mask(image, cams, grown.labels, walk, settings)
         labels, confidence, recovered = first.labels, first.confidence, first.recovered
         if second_pass is not None:
@@ -142,26 +146,32 @@ def run_crf_shard(
 class SecondPass:
     """The self-training pass: the first-pass mask mixed with the head's view, CRF again.
 
-    Loads the head (trained before the stage by
+    The head (trained before the stage by
     :func:`wsss_core.stages.self_training_stage.ensure_segmentation_head`) and
-    the classifier's trunk once per shard.
+    the classifier's trunk are loaded at the first image, so a shard that is
+    current loads neither.
     """
 
     def __init__(self, workspace: Workspace, config: PipelineConfig, model_hash: str) -> None:
-        names = read_manifest(workspace).class_names
-        self.backbone = load_checkpoint(workspace.model_path, "cpu", names).model.features
-        path = workspace.segmentation_head_path(heads.head_lineage(config, model_hash))
-        self.head = heads.load_segmentation_head(path).head
-        self.config = config
+        self.workspace, self.config, self.model_hash = workspace, config, model_hash
+        self._models: tuple[torch.nn.Module, heads.SegmentationHead] | None = None
+
+    def _loaded(self) -> tuple[torch.nn.Module, heads.SegmentationHead]:
+        if self._models is None:
+            names = read_manifest(self.workspace).class_names
+            checkpoint = load_checkpoint(self.workspace.model_path, "cpu", names)
+            lineage = heads.head_lineage(self.config, self.model_hash)
+            path = self.workspace.segmentation_head_path(lineage)
+            self._models = checkpoint.model.features, heads.load_segmentation_head(path).head
+        return self._models
 
     def refine(
         self, image: np.ndarray, class_ids: tuple[int, ...], first: FirstPass
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
         """(labels, confidence, recovered classes); a class the pass empties keeps its first one."""
         settings, crf = self.config.self_training, self.config.crf
-        probs = heads.head_probabilities(
-            self.head, self.backbone, image, class_ids, settings.input_side
-        )
+        backbone, head = self._loaded()
+        probs = heads.head_probabilities(head, backbone, image, class_ids, settings.input_side)
         mixed = heads.mixed_probabilities(probs, first.labels, class_ids, settings.head_weight)
         result = refine_with_crf(image, mixed, class_ids, crf, crf.min_confidence)
         labels, kept = restore_vanished_classes(

@@ -4,10 +4,14 @@ Its labels are the crf stage's own first-pass masks
 (:func:`~wsss_core.stages.crf_stage.first_pass_mask`) of ``train_images``
 images spread over the manifest, computed here from their cam, grown and
 affinity maps: the stage then computes them again for every image (the head
-needs all of its training masks before any final mask can be made). An image
-an upstream stage could not compute, or whose file cannot be read now, is left
-out of training, with a line saying so. The head is saved under
-``models/segmentation/<lineage>.pt`` (``wsss_core/model/segmentation_head.py``).
+needs all of its training masks before any final mask can be made). Only
+shards whose upstream maps are current for this config and classifier are
+read, so a shard that failed upstream in this run never lends its older maps.
+An image without those maps, or one that fails here (an unreadable file), is
+left out of training with a line saying so, as the crf stage would skip or
+record it; the errors that are the shard's (``image_failures``) still raise.
+The head is saved under ``models/segmentation/<lineage>.pt``
+(``wsss_core/model/segmentation_head.py``).
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+import torch
+
 from wsss_core.config import PipelineConfig
-from wsss_core.data.manifest import read_manifest
+from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.model import segmentation_head as heads
 from wsss_core.model.affinity_head import training_records
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.device import cpu_threads
+from wsss_core.stages.common import expected_lineage, is_fresh
 from wsss_core.stages.crf_stage import first_pass_mask
-from wsss_core.stages.image_failures import ImageReadError, read_image
+from wsss_core.stages.image_failures import ImageGuard, read_image
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
 
@@ -43,7 +50,8 @@ def ensure_segmentation_head(
     settings = config.self_training
     if not settings.enabled:
         return False, 0.0
-    path = workspace.segmentation_head_path(heads.head_lineage(config, model_hash))
+    lineage = heads.head_lineage(config, model_hash)
+    path = workspace.segmentation_head_path(lineage)
     if path.exists():
         heads.load_segmentation_head(path)  # a damaged file is a clear error, not a retrain
         return False, 0.0
@@ -53,52 +61,70 @@ def ensure_segmentation_head(
     num_labels = len(manifest.class_names) + 1
     wanted = {r.image_id for r in training_records(manifest.records, settings.train_images)}
     backbone = load_checkpoint(workspace.model_path, "cpu", manifest.class_names).model.features
+    upstream = ("cam", "grown", *(("affinity",) if config.affinity.enabled else ()))
     examples = []
     with cpu_threads(settings.cpu_threads):
         for index, records in enumerate(manifest.shards(config.shard_size)):
             picked = [record for record in records if record.image_id in wanted]
-            if not picked or not workspace.shard_path("grown", index).exists():
-                continue  # nothing to learn from here, or a shard that failed upstream
+            current = all(
+                is_fresh(
+                    workspace.shard_path(stage, index),
+                    expected_lineage(config, stage, model_hash, records),
+                )
+                for stage in upstream
+            )
+            if not picked or not current:
+                continue  # nothing to learn from here, or maps this run could not make
             ids = {record.image_id for record in picked}
             cams = _rows(read_cam_shard(workspace.shard_path("cam", index)), ids)
             grown = _rows(read_label_shard(workspace.shard_path("grown", index)), ids)
             walked = (
                 _rows(read_cam_shard(workspace.shard_path("affinity", index)), ids)
                 if config.affinity.enabled
-                else {}
+                else None
             )
+            guard = ImageGuard("self-training head", index)
             for record in picked:
                 image_id = record.image_id
-                if image_id not in cams or image_id not in grown:
+                if (
+                    image_id not in cams
+                    or image_id not in grown
+                    or (walked is not None and image_id not in walked)
+                ):
                     say(
                         f"self-training head: {image_id} has no maps (it failed upstream); left out"
                     )
                     continue
-                try:
-                    image = read_image(record)
-                except ImageReadError as error:
-                    say(f"self-training head: {error}; left out")
-                    continue
-                walk = walked[image_id].cams if image_id in walked else None
-                first = first_pass_mask(
-                    image, cams[image_id], grown[image_id].labels, walk, config.crf
-                )
-                examples.append(
-                    heads.training_example(
-                        backbone,
-                        image,
-                        first.labels,
-                        record.labels,
-                        num_labels,
-                        settings.input_side,
-                    )
-                )
+                walk = None if walked is None else walked[image_id]
+                inputs = (record, cams[image_id], grown[image_id], walk)
+                made = guard.run(record, _example, *inputs, backbone, config, num_labels)
+                if made is not None:
+                    examples.append(made)
+            for failure in guard.failures:
+                say(f"self-training head: {failure}; left out")
         say(f"self-training head: first-pass masks and features of {len(examples)} images")
         head, _ = heads.train_segmentation_head(examples, num_labels, settings, say)
     seconds = time.perf_counter() - started
-    lineage = heads.head_lineage(config, model_hash)
     heads.save_segmentation_head(path, head, lineage, len(examples), seconds)
     return True, seconds
+
+
+def _example(
+    record: ImageRecord,
+    cams: CamRecord,
+    grown: LabelRecord,
+    walked: CamRecord | None,
+    backbone: torch.nn.Module,
+    config: PipelineConfig,
+    num_labels: int,
+) -> heads.TrainingExample:
+    """One image's first-pass mask, as the crf stage makes it, and its features."""
+    image = read_image(record)
+    walk = None if walked is None else (lambda: walked.cams)
+    first = first_pass_mask(image, cams, grown.labels, walk, config.crf)
+    return heads.training_example(
+        backbone, image, first.labels, cams.class_ids, num_labels, config.self_training.input_side
+    )
 
 
 def _rows(rows: Iterable[Row], ids: set[str]) -> dict[str, Row]:
