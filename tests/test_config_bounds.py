@@ -92,6 +92,7 @@ OTHER_VIOLATIONS = [
     ("crf.background_powers.0", "crf", "background_powers", [-0.5], "greater than 0"),
     ("crf.bilateral_srgb", "crf", "bilateral_srgb", float("inf"), "finite number"),
     ("train.learning_rate", "train", "learning_rate", float("nan"), "finite number"),
+    ("self_training.width", "self_training", "width", 10, "multiple of 4"),
 ]
 CROSS_FIELD = [
     ("seeds", {"fg_threshold": 0.2, "bg_threshold": 0.3}, "fg_threshold must be greater"),

@@ -499,12 +499,19 @@ class SelfTrainingConfig(_Section):
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     width: int = Field(
-        64, ge=8, multiple_of=4, description="channels of the head's layers (group norm of 4)"
+        64, ge=8, description="channels of the head's layers (a multiple of 4: group norm of 4)"
     )
     seed: int = Field(0, ge=0)
     cpu_threads: int = Field(
         1, ge=1, description="torch CPU threads per shard, fixed for bit-identical maps"
     )
+
+    @field_validator("width")
+    @classmethod
+    def _groups_of_four(cls, width: int) -> int:
+        if width % 4:
+            raise ValueError(f"must be a multiple of 4 (group norm of 4 groups), got {width}")
+        return width
 
 
 class ReviewConfig(_Section):
