@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -97,28 +98,35 @@ def object_iou(labels: np.ndarray, truth: np.ndarray) -> float:
     return float((predicted & true).sum() / max((predicted | true).sum(), 1))
 
 
-def save_final_masks(workspace: Workspace, comparison: Comparison) -> Path:
-    """Each config's final masks beside the ground truth where the walk changed them most.
+def save_changed_masks(
+    workspace: Workspace,
+    comparison: Comparison,
+    before: str,
+    after: str,
+    heat: tuple[str, str],
+    shown: Sequence[str],
+    file_name: str,
+) -> Path:
+    """The ``shown`` configs' final masks beside the ground truth where they changed most.
 
-    The images whose object IoU moved most between ``no affinity`` and
-    ``defaults``: the ones the affinity stage restores from its walk.
+    The images whose object IoU moved most between configs ``before`` and
+    ``after``; the heatmap is the max over classes of ``heat`` (config, stage)'s maps.
     """
     rows = {(row.config, row.stage): row for row in comparison.rows}
     finals = {
         name: {r.image_id: r.labels for r in iter_stage_labels(comparison.out_dir / row.maps)}
         for (name, stage), row in rows.items()
-        if stage == "crf"
+        if stage == "crf" and name in shown
     }
-    walked = {
+    heatmaps = {
         r.image_id: r.cams.max(axis=0, initial=0)
-        for r in iter_stage_cams(comparison.out_dir / rows["defaults", "affinity"].maps)
+        for r in iter_stage_cams(comparison.out_dir / rows[heat].maps)
     }
     records = read_manifest(workspace).by_id()
-    truths = {image_id: load_label_map(records[image_id].gt_uri) for image_id in finals["before"]}
+    truths = {i: load_label_map(records[i].gt_uri) for i in finals[before] if records[i].gt_uri}
     change = {
         image_id: abs(
-            object_iou(finals["defaults"][image_id], truth)
-            - object_iou(finals["no affinity"][image_id], truth)
+            object_iou(finals[after][image_id], truth) - object_iou(finals[before][image_id], truth)
         )
         for image_id, truth in truths.items()
     }
@@ -127,12 +135,12 @@ def save_final_masks(workspace: Workspace, comparison: Comparison) -> Path:
         StagePanels(
             image_id,
             load_rgb(records[image_id].uri),
-            walked[image_id],
+            heatmaps[image_id],
             {"ground truth": truths[image_id], **{n: m[image_id] for n, m in finals.items()}},
         )
         for image_id in picked
     ]
-    return save_stage_overlays(panels, comparison.out_dir / "final_masks.png")
+    return save_stage_overlays(panels, comparison.out_dir / file_name)
 
 
 def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
@@ -168,10 +176,19 @@ def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
                 "run vs no affinity": f"{result.run_seconds / base_run:.2f}x",
             }
         )
+    figure = save_changed_masks(
+        workspace,
+        comparison,
+        "no affinity",
+        "defaults",
+        ("defaults", "affinity"),
+        list(configs()),
+        "final_masks.png",
+    )
     print(
         f"{dataset}: classifier training {training_seconds(workspace):.0f} s; final masks where "
         f"the affinity stage changed them most (the heatmap: walked CAMs): "
-        f"{save_final_masks(workspace, comparison)}"
+        f"{figure}"
     )
     return table
 

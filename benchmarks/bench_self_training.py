@@ -30,7 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench_defaults import DATASETS, ensure_workspace, object_iou
+from bench_defaults import DATASETS, ensure_workspace, save_changed_masks
 from bench_methods import BASELINE, RECIPES_DIR, results
 from text_table import text_table
 
@@ -38,14 +38,9 @@ from text_table import text_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsss_core.config import PipelineConfig, load_config
-from wsss_core.data.images import load_label_map, load_rgb
-from wsss_core.data.manifest import read_manifest
-from wsss_core.report.figures import StagePanels, save_stage_overlays
 from wsss_core.stages.compare import compare_configs
-from wsss_core.store.maps import iter_stage_cams, iter_stage_labels
 from wsss_core.store.workspace import Workspace
 
-FIGURE_IMAGES = 6
 RECIPE = "self-training"
 NEIGHBOUR_WEIGHTS = (0.4, 0.5, 0.6, 0.7)  # head_weight values beside the default's
 
@@ -60,41 +55,6 @@ def configs() -> dict[str, PipelineConfig]:
     chosen = recipe.self_training.head_weight
     others = {f"head weight {w}": weighted(w) for w in NEIGHBOUR_WEIGHTS if w != chosen}
     return {BASELINE: PipelineConfig(), RECIPE: recipe, **others}
-
-
-def save_changed_masks(workspace: Workspace) -> Path:
-    """The defaults' and self-training's final masks where object IoU moved most."""
-    comparison = compare_configs(workspace, configs(), workspace.root / "compare")  # cached
-    rows = {(row.config, row.stage): row for row in comparison.rows}
-    finals = {
-        name: {r.image_id: r.labels for r in iter_stage_labels(comparison.out_dir / row.maps)}
-        for (name, stage), row in rows.items()
-        if stage == "crf" and name in (BASELINE, RECIPE)
-    }
-    cams = {
-        r.image_id: r.cams.max(axis=0, initial=0)
-        for r in iter_stage_cams(comparison.out_dir / rows[BASELINE, "cam"].maps)
-    }
-    records = read_manifest(workspace).by_id()
-    truths = {i: load_label_map(records[i].gt_uri) for i in finals[BASELINE] if records[i].gt_uri}
-    change = {
-        image_id: abs(
-            object_iou(finals[RECIPE][image_id], truth)
-            - object_iou(finals[BASELINE][image_id], truth)
-        )
-        for image_id, truth in truths.items()
-    }
-    picked = sorted(change, key=lambda image_id: (-change[image_id], image_id))[:FIGURE_IMAGES]
-    panels = [
-        StagePanels(
-            image_id,
-            load_rgb(records[image_id].uri),
-            cams[image_id],
-            {"ground truth": truths[image_id], **{n: m[image_id] for n, m in finals.items()}},
-        )
-        for image_id in picked
-    ]
-    return save_stage_overlays(panels, comparison.out_dir / "self_training.png")
 
 
 def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
@@ -117,7 +77,12 @@ def report(dataset: str, workspace: Workspace) -> list[dict[str, str]]:
         }
         for r in measured
     ]
-    print(f"{dataset}: masks it changed most: {save_changed_masks(workspace)}")
+    comparison = compare_configs(workspace, configs(), workspace.root / "compare")  # cached
+    shown = (BASELINE, RECIPE)
+    figure = save_changed_masks(
+        workspace, comparison, *shown, (BASELINE, "cam"), shown, "self_training.png"
+    )
+    print(f"{dataset}: masks it changed most: {figure}")
     return table
 
 

@@ -55,6 +55,8 @@ __all__ = [
     "affinity_loss",
     "feature_pyramid",
     "grid_size",
+    "level_branches",
+    "levels_on_grid",
     "neighbour_offsets",
     "path_affinities",
     "random_walk",
@@ -104,6 +106,28 @@ def resize_to_grid(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
+def level_branches(level_channels: Sequence[int], width: int) -> nn.ModuleList:
+    """Per pyramid level: 1x1 convolution to ``width`` channels, group norm (4), ReLU."""
+    return nn.ModuleList(
+        nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=False),
+            nn.GroupNorm(4, width),
+            nn.ReLU(inplace=True),
+        )
+        for channels in level_channels
+    )
+
+
+def levels_on_grid(
+    branches: nn.ModuleList, levels: Sequence[torch.Tensor], size: tuple[int, int]
+) -> torch.Tensor:
+    """Each level through its branch, resized to the grid ``size``, concatenated."""
+    parts = [
+        resize_to_grid(branch(level), size) for branch, level in zip(branches, levels, strict=True)
+    ]
+    return torch.cat(parts, dim=1)
+
+
 class BoundaryHead(nn.Module):
     """Class-boundary probability per grid cell from a frozen pyramid (IRN's edge branch).
 
@@ -115,23 +139,12 @@ class BoundaryHead(nn.Module):
         super().__init__()
         self.level_channels = tuple(int(c) for c in level_channels)
         self.width = int(width)
-        self.branches = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(channels, width, 1, bias=False),
-                nn.GroupNorm(4, width),
-                nn.ReLU(inplace=True),
-            )
-            for channels in self.level_channels
-        )
+        self.branches = level_branches(self.level_channels, self.width)
         self.mix = nn.Conv2d(width * len(self.level_channels), 1, 1)
 
     def forward(self, levels: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Boundary probabilities ``[B, *size]``."""
-        parts = [
-            resize_to_grid(branch(level), size)
-            for branch, level in zip(self.branches, levels, strict=True)
-        ]
-        return torch.sigmoid(self.mix(torch.cat(parts, dim=1)))[:, 0]
+        return torch.sigmoid(self.mix(levels_on_grid(self.branches, levels, size)))[:, 0]
 
 
 @lru_cache(maxsize=8)

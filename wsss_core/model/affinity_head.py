@@ -51,8 +51,14 @@ from wsss_core.config import AffinityConfig, PipelineConfig, stage_config_hash
 from wsss_core.crf import CrfParams, refine_with_crf
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
-from wsss_core.model.checkpoint import atomic_torch_save, cpu_state_dict
 from wsss_core.model.transforms import to_tensor
+from wsss_core.model.trunk_heads import (
+    epoch_batches,
+    grid_groups,
+    read_head_file,
+    save_head_file,
+    stacked_levels,
+)
 from wsss_core.probability import UNKNOWN
 from wsss_core.store.maps import CamRecord
 from wsss_core.store.workspace import Workspace
@@ -219,25 +225,14 @@ def train_head(
     say(f"affinity head: features and labels of {len(examples)} images")
     head = BoundaryHead([level.shape[1] for level in examples[0].levels])
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
-    by_grid: dict[tuple[int, ...], list[int]] = {}
-    for index, example in enumerate(examples):
-        by_grid.setdefault(tuple(example.labels.shape), []).append(index)
+    groups = grid_groups([tuple(example.labels.shape) for example in examples])
     rng = np.random.default_rng(settings.seed)
     pair_rng = np.random.default_rng([settings.seed, 1])  # its own stream: batches stay the same
     for epoch in range(settings.epochs):
-        batches = [
-            (grid, [members[i] for i in order[start : start + settings.batch_size]])
-            for grid, members in sorted(by_grid.items())
-            for order in [rng.permutation(len(members))]
-            for start in range(0, len(members), settings.batch_size)
-        ]
+        batches = epoch_batches(groups, settings.batch_size, rng)
         total = 0.0
-        for batch_index in rng.permutation(len(batches)):
-            grid, members = batches[batch_index]
-            levels = [
-                torch.cat([examples[i].levels[level].float() for i in members])
-                for level in range(len(examples[0].levels))
-            ]
+        for grid, members in batches:
+            levels = stacked_levels([examples[i].levels for i in members])
             labels = torch.stack([examples[i].labels for i in members])
             boundary = head(levels, (grid[0], grid[1]))
             radius = settings.train_radius
@@ -254,30 +249,13 @@ def train_head(
 
 
 def save_head(path: Path, head: BoundaryHead, lineage: str, images: int, seconds: float) -> None:
-    atomic_torch_save(
-        {
-            "format": HEAD_FORMAT,
-            "level_channels": list(head.level_channels),
-            "width": head.width,
-            "lineage": lineage,
-            "images": images,
-            "seconds": seconds,
-            "state_dict": cpu_state_dict(head),
-        },
-        path,
-    )
+    shape = {"level_channels": list(head.level_channels), "width": head.width}
+    save_head_file(path, HEAD_FORMAT, head, shape, lineage=lineage, images=images, seconds=seconds)
 
 
 def load_head(path: Path) -> LoadedHead:
     """A head written by :func:`save_head`, in eval mode; a clear error for anything else."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no affinity head; run `wsss label` to train it") from None
-    except Exception as error:
-        raise ValueError(f"{path}: unreadable affinity head ({error})") from error
-    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
-        raise ValueError(f"{path}: not a wsss affinity head")
+    payload = read_head_file(path, HEAD_FORMAT, "affinity head")
     head = BoundaryHead(payload["level_channels"], payload["width"])
     head.load_state_dict(payload["state_dict"])
     return LoadedHead(head.eval(), payload["lineage"], payload["images"], payload["seconds"])

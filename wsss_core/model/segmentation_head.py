@@ -32,10 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss_core.affinity import feature_pyramid, resize_to_grid
+from wsss_core.affinity import feature_pyramid, level_branches, levels_on_grid
 from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_hash
 from wsss_core.model.affinity_head import network_input
-from wsss_core.model.checkpoint import atomic_torch_save, cpu_state_dict
+from wsss_core.model.trunk_heads import (
+    epoch_batches,
+    grid_groups,
+    read_head_file,
+    save_head_file,
+    stacked_levels,
+)
 from wsss_core.probability import UNKNOWN, label_channels
 
 HEAD_FORMAT = "wsss-segmentation-head/1"
@@ -62,14 +68,7 @@ class SegmentationHead(nn.Module):
         self.level_channels = tuple(int(c) for c in level_channels)
         self.num_labels = int(num_labels)
         self.width = int(width)
-        self.branches = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(channels, width, 1, bias=False),
-                nn.GroupNorm(4, width),
-                nn.ReLU(inplace=True),
-            )
-            for channels in self.level_channels
-        )
+        self.branches = level_branches(self.level_channels, self.width)
         self.mix = nn.Sequential(
             nn.Conv2d(width * len(self.level_channels), width, 3, padding=1, bias=False),
             nn.GroupNorm(4, width),
@@ -79,11 +78,7 @@ class SegmentationHead(nn.Module):
 
     def forward(self, levels: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Logits ``[B, num_labels, *size]``."""
-        parts = [
-            resize_to_grid(branch(level), size)
-            for branch, level in zip(self.branches, levels, strict=True)
-        ]
-        return self.mix(torch.cat(parts, dim=1))
+        return self.mix(levels_on_grid(self.branches, levels, size))
 
 
 def head_lineage(config: PipelineConfig, classifier_hash: str) -> str:
@@ -147,26 +142,15 @@ def train_segmentation_head(
     channels = [level.shape[1] for level in examples[0].levels]
     head = SegmentationHead(channels, num_labels, settings.width)
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
-    by_grid: dict[tuple[int, ...], list[int]] = {}
-    for index, example in enumerate(examples):
-        by_grid.setdefault(tuple(example.labels.shape), []).append(index)
+    groups = grid_groups([tuple(example.labels.shape) for example in examples])
     rng = np.random.default_rng(settings.seed)
-    depth = len(examples[0].levels)
     for epoch in range(settings.epochs):
-        batches = [
-            (grid, [members[i] for i in order[start : start + settings.batch_size]])
-            for grid, members in sorted(by_grid.items())
-            for order in [rng.permutation(len(members))]
-            for start in range(0, len(members), settings.batch_size)
-        ]
+        batches = epoch_batches(groups, settings.batch_size, rng)
         total = 0.0
-        for batch_index in rng.permutation(len(batches)):
-            grid, members = batches[batch_index]
+        for grid, members in batches:
             if all(bool((examples[i].labels == IGNORED).all()) for i in members):
                 continue  # no known cell: no loss (cross-entropy would be NaN)
-            levels = [
-                torch.cat([examples[i].levels[d].float() for i in members]) for d in range(depth)
-            ]
+            levels = stacked_levels([examples[i].levels for i in members])
             allowed = torch.stack([examples[i].allowed for i in members])[:, :, None, None]
             logits = head(levels, (grid[0], grid[1])).masked_fill(~allowed, RULED_OUT)
             labels = torch.stack([examples[i].labels for i in members])
@@ -228,33 +212,17 @@ class LoadedSegmentationHead:
 def save_segmentation_head(
     path: Path, head: SegmentationHead, lineage: str, images: int, seconds: float
 ) -> None:
-    atomic_torch_save(
-        {
-            "format": HEAD_FORMAT,
-            "level_channels": list(head.level_channels),
-            "num_labels": head.num_labels,
-            "width": head.width,
-            "lineage": lineage,
-            "images": images,
-            "seconds": seconds,
-            "state_dict": cpu_state_dict(head),
-        },
-        path,
-    )
+    shape = {
+        "level_channels": list(head.level_channels),
+        "num_labels": head.num_labels,
+        "width": head.width,
+    }
+    save_head_file(path, HEAD_FORMAT, head, shape, lineage=lineage, images=images, seconds=seconds)
 
 
 def load_segmentation_head(path: Path) -> LoadedSegmentationHead:
     """A head written by :func:`save_segmentation_head`, in eval mode; else a clear error."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path}: no self-training head; run `wsss label` to train it"
-        ) from None
-    except Exception as error:
-        raise ValueError(f"{path}: unreadable self-training head ({error})") from error
-    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
-        raise ValueError(f"{path}: not a wsss self-training head")
+    payload = read_head_file(path, HEAD_FORMAT, "self-training head")
     head = SegmentationHead(payload["level_channels"], payload["num_labels"], payload["width"])
     head.load_state_dict(payload["state_dict"])
     return LoadedSegmentationHead(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -26,6 +27,8 @@ from wsss_core.store.maps import (
     write_label_shard,
 )
 from wsss_core.store.workspace import Workspace
+
+Row = TypeVar("Row", CamRecord, LabelRecord)
 
 # (image record, its CAMs, the previous label stage's record or None) -> new label record
 PerImage = Callable[[ImageRecord, CamRecord, LabelRecord | None], LabelRecord]
@@ -64,9 +67,9 @@ def run_label_stage(
     if plan.unchanged():
         return ShardOutcome(stage, shard_index, len(records), False, failed=plan.known_failed)
     todo = plan.todo
-    cams = _by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo)
+    cams = rows_by_id(read_cam_shard(workspace.shard_path("cam", shard_index)), todo)
     previous = (
-        _by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), todo)
+        rows_by_id(read_label_shard(workspace.shard_path(upstream, shard_index)), todo)
         if upstream
         else {}
     )
@@ -85,7 +88,7 @@ def run_label_stage(
     return ShardOutcome(stage, shard_index, len(records), True, seconds, len(outputs), failed)
 
 
-def _by_id(rows, records: Sequence[ImageRecord]) -> dict:
-    """The rows of ``records``' images (the plan only lists images their inputs have)."""
+def rows_by_id(rows: Iterable[Row], records: Sequence[ImageRecord]) -> dict[str, Row]:
+    """The rows of ``records``' images by image id; the shard's others are read past, not kept."""
     wanted = {record.image_id for record in records}
     return {row.image_id: row for row in rows if row.image_id in wanted}

@@ -17,8 +17,7 @@ The head is saved under ``models/segmentation/<lineage>.pt``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable
 
 import torch
 
@@ -31,10 +30,9 @@ from wsss_core.model.device import cpu_threads
 from wsss_core.stages.common import expected_lineage, is_fresh
 from wsss_core.stages.crf_stage import first_pass_mask
 from wsss_core.stages.image_failures import ImageGuard, read_image
+from wsss_core.stages.label_stage import rows_by_id
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
 from wsss_core.store.workspace import Workspace
-
-Row = TypeVar("Row", CamRecord, LabelRecord)
 
 
 def ensure_segmentation_head(
@@ -75,11 +73,10 @@ def ensure_segmentation_head(
             )
             if not picked or not current:
                 continue  # nothing to learn from here, or maps this run could not make
-            ids = {record.image_id for record in picked}
-            cams = _rows(read_cam_shard(workspace.shard_path("cam", index)), ids)
-            grown = _rows(read_label_shard(workspace.shard_path("grown", index)), ids)
+            cams = rows_by_id(read_cam_shard(workspace.shard_path("cam", index)), picked)
+            grown = rows_by_id(read_label_shard(workspace.shard_path("grown", index)), picked)
             walked = (
-                _rows(read_cam_shard(workspace.shard_path("affinity", index)), ids)
+                rows_by_id(read_cam_shard(workspace.shard_path("affinity", index)), picked)
                 if config.affinity.enabled
                 else None
             )
@@ -125,8 +122,3 @@ def _example(
     return heads.training_example(
         backbone, image, first.labels, cams.class_ids, num_labels, config.self_training.input_side
     )
-
-
-def _rows(rows: Iterable[Row], ids: set[str]) -> dict[str, Row]:
-    """The rows of ``ids`` by image id (the rest of the shard is read past, not kept)."""
-    return {row.image_id: row for row in rows if row.image_id in ids}
