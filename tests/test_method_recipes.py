@@ -10,6 +10,8 @@ them. Each test runs on a copy.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -351,6 +353,34 @@ def test_the_best_recipe_combines_measured_recipes_and_runs(
     used = load_config(workspace.config_path)  # what the run used, saved by it
     for section, key, value in settings:
         assert getattr(getattr(used, section), key) == value, f"{section}.{key}"
+
+
+def test_tune_scores_every_candidate_with_the_heads_the_run_learnt(
+    labelled, tmp_path, capsys, prefect_harness
+):
+    """No head is trained on the tuning images; the maps made with the run's heads say so."""
+    from wsss_core.stages.tune import TUNE_DIR, tune_workspace
+    from wsss_core.store.workspace_config import load_workspace_config
+    from wsss_core.tuning.space import SEARCH_SPACE
+
+    workspace = _copy(labelled, tmp_path)
+    _run(workspace, "best", capsys)
+    config = load_workspace_config(workspace, None)
+    mix = next(grid for grid in SEARCH_SPACE if grid.name == "self-training mix")
+    result = tune_workspace(workspace, config, 600, grids=(mix,))
+    assert len(result.search.trials) == len(mix.values)  # the current mix is one of them
+    tune_dir = workspace.root / TUNE_DIR
+    assert not list(tune_dir.rglob("*.pt"))
+    affinity_head = next((workspace.models_dir / "affinity").glob("*.pt"))
+    head = next((workspace.models_dir / "segmentation").glob("*.pt"))
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in (affinity_head, head)]
+    crf_dirs = {p.name for p in tune_dir.glob("*/shards-*/maps/crf/*")}
+    walk_dirs = {p.name for p in tune_dir.glob("*/shards-*/maps/affinity/*")}
+    assert crf_dirs and all(n.endswith(f"-a{digests[0]}-s{digests[1]}") for n in crf_dirs)
+    assert walk_dirs and all(n.endswith(f"-a{digests[0]}") for n in walk_dirs)
+    head.unlink()
+    with pytest.raises(ValueError, match=re.escape(f"{head}: no self-training head")):
+        tune_workspace(workspace, config, 600, grids=(mix,))
 
 
 def test_an_unreadable_image_is_that_images_seeds_failure(labelled, tmp_path):

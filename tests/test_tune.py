@@ -212,11 +212,16 @@ def test_nested_turns_dotted_keys_into_sections():
     }
 
 
-def test_the_affinity_walk_is_searched_only_with_its_stage_on():
-    walking = load_config(None)  # the stage is on by default
-    still = with_changes(walking, {"affinity.enabled": False})
-    assert "affinity walk" not in {grid.name for grid in grids_for(still)}
-    assert "affinity walk" in {grid.name for grid in grids_for(walking)}
+def test_the_walk_and_the_self_training_mix_are_searched_only_with_their_stage_on():
+    def names(changes: dict) -> set[str]:
+        config = with_changes(load_config(None), changes)
+        assert config is not None
+        return {grid.name for grid in grids_for(config)}
+
+    assert "affinity walk" not in names({"affinity.enabled": False})
+    assert "affinity walk" in names({"affinity.enabled": True})
+    assert "self-training mix" not in names({"self_training.enabled": False})
+    assert "self-training mix" in names({"self_training.enabled": True})
 
 
 # --- the quality estimate ---------------------------------------------------------------

@@ -7,7 +7,8 @@
    one after another over the tuning images only, each candidate's maps
    computed as `wsss compare` computes them, under ``WS/tune/`` (a stage's
    maps are shared by every candidate that agrees on its sections, and kept
-   across calls). A candidate replaces the best so far only when it gains at
+   across calls), with the affinity and self-training heads the workspace's
+   run learnt (:func:`workspace_heads`). A candidate replaces the best so far only when it gains at
    least :data:`MIN_GAIN` mIoU on the tuning images, in at least
    :data:`MIN_CONFIDENCE` of paired bootstrap resamples of them. It reads no
    true mask of a held-out image.
@@ -29,13 +30,14 @@ from tqdm import tqdm
 from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import mean_iou
+from wsss_core.model import affinity_head, segmentation_head
 from wsss_core.model.comparison import workspace_classifier_fits
-from wsss_core.stages.common import shard_count
+from wsss_core.stages.common import checked_model_hash, shard_count
 from wsss_core.stages.compare import compute_maps
 from wsss_core.stages.compare_images import write_images_manifest
 from wsss_core.stages.evaluate_stage import stage_predictions
 from wsss_core.store.atomic import remove_leftover_temp_files
-from wsss_core.store.comparison import ComparisonLayout
+from wsss_core.store.comparison import ComparisonLayout, FrozenHeads
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.tuning.scores import (
@@ -133,6 +135,7 @@ def tune_workspace(
                 "tuning chooses the settings after the classifier: run `wsss run` first"
             )
         classifier = workspace.model_path
+        heads = workspace_heads(workspace, config)
         reserve_share = len(split.held_out) / max(len(split.tuning), 1)
         search = search_settings(
             workspace,
@@ -145,13 +148,44 @@ def tune_workspace(
             show_progress,
             say,
             grids,
+            heads,
         )
         held_out = held_out_report(
-            workspace, layout, classifier, config, search.tuned, split.held_out, seed
+            workspace, layout, classifier, config, search.tuned, split.held_out, seed, heads
         )
     return TuneResult(
         split, search, held_out, describe_sources(masks), time.perf_counter() - started
     )
+
+
+def workspace_heads(workspace: Workspace, config: PipelineConfig) -> FrozenHeads:
+    """The heads the workspace's run learnt for ``config``, which every candidate then uses.
+
+    Trained on the tuning images alone they would be weaker than a run's (30
+    images, not 400), and retrained for every CAM or first-pass candidate. A
+    run with the tuned settings learns its heads anew from its own maps: the
+    held-out figure is for the tuned settings with the current heads.
+    """
+    model_hash = checked_model_hash(workspace)
+    wanted = {
+        "affinity": (
+            affinity_head.head_path(workspace, config, model_hash)
+            if config.affinity.enabled
+            else None
+        ),
+        "self-training": (
+            workspace.segmentation_head_path(segmentation_head.head_lineage(config, model_hash))
+            if config.self_training.enabled
+            else None
+        ),
+    }
+    for name, path in wanted.items():
+        if path is not None and not path.exists():
+            raise ValueError(
+                f"{path}: no {name} head for this config and classifier; tuning scores the "
+                "settings with the run's heads: run `wsss run` first"
+            )
+    return FrozenHeads(wanted["affinity"], wanted["self-training"])
 
 
 class _Scorer:
@@ -163,8 +197,9 @@ class _Scorer:
         layout: ComparisonLayout,
         classifier: Path,
         masks: Sequence[TrueMask],
+        heads: FrozenHeads | None = None,
     ) -> None:
-        self.layout, self.classifier = layout, classifier
+        self.layout, self.classifier, self.heads = layout, classifier, heads
         self.key, manifest = write_images_manifest(
             workspace, layout, [mask.image_id for mask in masks]
         )
@@ -173,7 +208,7 @@ class _Scorer:
         self.label_names = ("background", *manifest.class_names)
 
     def scores(self, config: PipelineConfig, stage: str) -> ImageScores:
-        view = self.layout.view(self.key, config, self.classifier)
+        view = self.layout.view(self.key, config, self.classifier, self.heads)
         compute_maps(view, config, show_progress=False)
         predictions = (
             prediction
@@ -194,16 +229,18 @@ def search_settings(
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
     grids: Sequence[Grid] | None = None,
+    heads: FrozenHeads | None = None,
 ) -> SearchResult:
     """The grids in order over the tuning images; the best config within the budget.
 
     ``reserve_share``: held-out images per tuning image, to keep time for the
     held-out check (see :data:`HELD_OUT_RESERVE`); ``grids``: default
-    ``tuning.space.grids_for(start)``.
+    ``tuning.space.grids_for(start)``; ``heads``: the heads every candidate
+    uses (:func:`workspace_heads`), default each view's own.
     """
     say = log or (lambda _: None)
     started = time.perf_counter()
-    scorer = _Scorer(workspace, layout, classifier, tuning)
+    scorer = _Scorer(workspace, layout, classifier, tuning, heads)
     best = start
     trials: list[Trial] = []
     grids = grids_for(start) if grids is None else grids
@@ -248,9 +285,10 @@ def held_out_report(
     tuned: PipelineConfig,
     held_out: Sequence[TrueMask],
     seed: int = 0,
+    heads: FrozenHeads | None = None,
 ) -> HeldOutReport:
     """Final-mask mIoU of both configs on the held-out images, with intervals."""
-    scorer = _Scorer(workspace, layout, classifier, held_out)
+    scorer = _Scorer(workspace, layout, classifier, held_out, heads)
     default_scores = scorer.scores(default, FINAL_STAGE)
     tuned_scores = scorer.scores(tuned, FINAL_STAGE)
     return HeldOutReport(

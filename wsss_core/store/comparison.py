@@ -13,6 +13,9 @@ Under the compare directory (default ``WS/compare/``)::
                                                       from these images' CAMs
     <images>/shards-<size>/segmentation/<lineage>.pt  the self-training head, learnt
                                                       from their first-pass masks
+    <images>/shards-<size>/maps/<stage>/<stage hash>-a<digest>-s<digest>/...
+                                                      `wsss tune`'s maps, made with
+                                                      the workspace's heads (FrozenHeads)
 
 ``<images>`` is ``all`` or a hash of the chosen ids; ``<stage hash>`` is
 ``stage_config_hash(config, stage)``, so configs that agree on a stage's
@@ -28,14 +31,15 @@ workspace.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.store.atomic import write_text_atomic
 from wsss_core.store.maps import read_lineage
-from wsss_core.store.workspace import MAP_STAGES, Workspace
+from wsss_core.store.workspace import ALL_MAP_STAGES, MAP_STAGES, Workspace
 
 COMPARE_DIR = "compare"  # the default compare directory, inside the workspace
 
@@ -80,6 +84,69 @@ class ComparisonWorkspace(Workspace):
 
 
 @dataclass(frozen=True)
+class FrozenHeads:
+    """Head files a view's every config uses, whatever lineage it asks for (`wsss tune`).
+
+    A head trained on a few compared images is weaker than the one a run trains
+    on the workspace's, so tune scores every candidate with the workspace's
+    own heads. Their digests name the maps they shape (the affinity head: the
+    affinity stage and those after it; the self-training head: the crf stage),
+    so maps made with other heads are never read back as these.
+    """
+
+    affinity: Path | None = None
+    segmentation: Path | None = None
+    digests: dict[str, str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        named = {"a": self.affinity, "s": self.segmentation}
+        digests = {key: _file_digest(path) for key, path in named.items() if path is not None}
+        object.__setattr__(self, "digests", digests)
+
+    def suffix(self, stage: str) -> str:
+        """What to add to ``stage``'s maps directory name: empty where no frozen head acts."""
+        acting = []
+        if "a" in self.digests and _at_or_after(stage, "affinity"):
+            acting.append(f"a{self.digests['a']}")
+        if "s" in self.digests and stage == "crf":
+            acting.append(f"s{self.digests['s']}")
+        return "".join(f"-{part}" for part in acting)
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the head file: {error}") from error
+
+
+def _at_or_after(stage: str, first: str) -> bool:
+    return ALL_MAP_STAGES.index(stage) >= ALL_MAP_STAGES.index(first)
+
+
+@dataclass(frozen=True)
+class FrozenHeadsView(ComparisonWorkspace):
+    """A view whose stages load the given head files instead of training their own."""
+
+    heads: FrozenHeads = FrozenHeads()
+
+    @property
+    def masks_dir(self) -> Path:
+        base = super().masks_dir
+        return base.with_name(base.name + self.heads.suffix(MAP_STAGES[-1]))
+
+    def maps_dir(self, stage: str) -> Path:
+        base = super().maps_dir(stage)
+        return base.with_name(base.name + self.heads.suffix(stage))
+
+    def affinity_head_path(self, lineage: str) -> Path:
+        return self.heads.affinity or super().affinity_head_path(lineage)
+
+    def segmentation_head_path(self, lineage: str) -> Path:
+        return self.heads.segmentation or super().segmentation_head_path(lineage)
+
+
+@dataclass(frozen=True)
 class TrainingWorkspace(Workspace):
     """Trains into ``root`` from another workspace's manifest, which it only reads."""
 
@@ -110,15 +177,22 @@ class ComparisonLayout:
         return self.images_dir(images_key) / "manifest.parquet"
 
     def view(
-        self, images_key: str, config: PipelineConfig, classifier: Path
+        self,
+        images_key: str,
+        config: PipelineConfig,
+        classifier: Path,
+        heads: FrozenHeads | None = None,
     ) -> ComparisonWorkspace:
-        return ComparisonWorkspace(
+        parts = (
             self.images_dir(images_key) / f"shards-{config.shard_size}",
             config,
             self.manifest_path(images_key),
             classifier,
             self.models_dir(config),
         )
+        if heads is None:
+            return ComparisonWorkspace(*parts)
+        return FrozenHeadsView(*parts, heads=heads)
 
 
 @dataclass(frozen=True)

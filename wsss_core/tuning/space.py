@@ -11,7 +11,9 @@ development datasets the final mIoU moved most with the background model and
 the CRF kernels (ARCHITECTURE.md, "Thresholds"); the seed and growing
 thresholds decide the grown regions the crf stage restores vanished classes
 from. ``cam.threshold`` shapes only the thresholded-CAM masks (the ``cam``
-row of ``wsss eval``), so it is tuned on those.
+row of ``wsss eval``), so it is tuned on those. With self-training on, every
+candidate's final masks are made with the workspace's head, and the last
+grid weighs that head against the first pass (or drops it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Grid:
     values: tuple[tuple[Any, ...], ...]  # each: one value per key
     scored_stage: str = FINAL_STAGE
     needs_affinity: bool = False  # only searched when the affinity stage is on
+    needs_self_training: bool = False  # only searched when a self-training head exists
 
     def candidates(self, config: PipelineConfig) -> Iterator[dict[str, Any]]:
         """Every valid setting of the grid over ``config``, the current one first."""
@@ -102,6 +105,13 @@ SEARCH_SPACE: tuple[Grid, ...] = (
         _product((10.0, 20.0, 30.0), (16, 32, 64)),
         needs_affinity=True,
     ),
+    # Last, as in the crf stage: how much the head counts, or no head at all.
+    Grid(
+        "self-training mix",
+        ("self_training.enabled", "self_training.head_weight"),
+        ((True, 0.4), (True, 0.5), (True, 0.6), (True, 0.7), (True, 0.8), (False, 0.6)),
+        needs_self_training=True,
+    ),
 )
 
 
@@ -124,4 +134,10 @@ def with_changes(config: PipelineConfig, changes: Mapping[str, Any]) -> Pipeline
 
 
 def grids_for(config: PipelineConfig) -> tuple[Grid, ...]:
-    return tuple(g for g in SEARCH_SPACE if config.affinity.enabled or not g.needs_affinity)
+    """The grids that apply: a stage's own grid only while ``config`` has it on."""
+    return tuple(
+        grid
+        for grid in SEARCH_SPACE
+        if (config.affinity.enabled or not grid.needs_affinity)
+        and (config.self_training.enabled or not grid.needs_self_training)
+    )
