@@ -8,8 +8,8 @@
    computed as `wsss compare` computes them, under ``WS/tune/`` (a stage's
    maps are shared by every candidate that agrees on its sections, and kept
    across calls), with the affinity and self-training heads the workspace's
-   run learnt (:func:`workspace_heads`). A candidate replaces the best so far only when it gains at
-   least :data:`MIN_GAIN` mIoU on the tuning images, in at least
+   run learnt (:func:`workspace_heads`). A candidate replaces the best so far
+   only when it gains at least :data:`MIN_GAIN` mIoU on the tuning images, in at least
    :data:`MIN_CONFIDENCE` of paired bootstrap resamples of them. It reads no
    true mask of a held-out image.
 3. Then, and only then, the default and the tuned settings are scored on the
