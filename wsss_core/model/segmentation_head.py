@@ -43,6 +43,7 @@ from wsss_core.model.trunk_heads import (
     stacked_levels,
 )
 from wsss_core.probability import UNKNOWN, label_channels
+from wsss_core.store.workspace import Workspace
 
 HEAD_FORMAT = "wsss-segmentation-head/1"
 IGNORED = -100  # cross-entropy's ignore_index: a cell with no known label
@@ -218,6 +219,10 @@ def save_segmentation_head(
         "width": head.width,
     }
     save_head_file(path, HEAD_FORMAT, head, shape, lineage=lineage, images=images, seconds=seconds)
+
+
+def head_path(workspace: Workspace, config: PipelineConfig, classifier_hash: str) -> Path:
+    return workspace.segmentation_head_path(head_lineage(config, classifier_hash))
 
 
 def load_segmentation_head(path: Path) -> LoadedSegmentationHead:

@@ -20,6 +20,7 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.model.affinity_head import (
     head_lineage,
+    head_path,
     load_head,
     network_input,
     save_head,
@@ -96,7 +97,7 @@ def run_affinity_shard(
     if plan.unchanged():
         return ShardOutcome("affinity", shard_index, len(records), False, failed=plan.known_failed)
     classifier = classifier or load_checkpoint(workspace.model_path, "cpu", manifest.class_names)
-    head = load_head(workspace.affinity_head_path(head_lineage(config, model_hash))).head
+    head = load_head(head_path(workspace, config, model_hash)).head
     wanted = {record.image_id: record for record in plan.todo}
     settings = walk_settings(config)
     guard = ImageGuard("affinity", shard_index)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.data.manifest import ImageRecord, Manifest, read_manifest
+from wsss_core.model import affinity_head, segmentation_head
 from wsss_core.model.checkpoint import file_hash, load_checkpoint, require_complete
 from wsss_core.stages.image_failures import ImageFailure, known_failures
 from wsss_core.store.maps import (
@@ -201,3 +202,17 @@ def shard_records(
 
 def shard_count(workspace: Workspace, config: PipelineConfig) -> int:
     return len(read_manifest(workspace).shards(config.shard_size))
+
+
+HeadPath = Callable[[Workspace, PipelineConfig, str], Path]  # (workspace, config, classifier hash)
+AFFINITY_HEAD, SELF_TRAINING_HEAD = "affinity head", "self-training head"  # titles, in lines too
+
+
+def config_heads(config: PipelineConfig) -> dict[str, HeadPath]:
+    """The heads ``config`` trains after the classifier, by title, in stage order."""
+    heads: dict[str, HeadPath] = {}
+    if config.affinity.enabled:
+        heads[AFFINITY_HEAD] = affinity_head.head_path
+    if config.self_training.enabled:
+        heads[SELF_TRAINING_HEAD] = segmentation_head.head_path
+    return heads

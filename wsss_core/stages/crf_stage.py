@@ -160,8 +160,7 @@ class SecondPass:
         if self._models is None:
             names = read_manifest(self.workspace).class_names
             checkpoint = load_checkpoint(self.workspace.model_path, "cpu", names)
-            lineage = heads.head_lineage(self.config, self.model_hash)
-            path = self.workspace.segmentation_head_path(lineage)
+            path = heads.head_path(self.workspace, self.config, self.model_hash)
             self._models = checkpoint.model.features, heads.load_segmentation_head(path).head
         return self._models
 

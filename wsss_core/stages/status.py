@@ -23,10 +23,15 @@ from wsss_core.data.manifest import (
     read_manifest,
     read_quarantine,
 )
-from wsss_core.model import affinity_head, segmentation_head
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.reuse import UnfinishedRun, can_reuse, training_lineage, unfinished_run
-from wsss_core.stages.common import expected_lineage, input_hashes, map_stages, output_is_current
+from wsss_core.stages.common import (
+    config_heads,
+    expected_lineage,
+    input_hashes,
+    map_stages,
+    output_is_current,
+)
 from wsss_core.stages.image_failures import (
     ImageFailure,
     failed_image_lines,
@@ -187,23 +192,12 @@ def head_lines(
     workspace: Workspace, config: PipelineConfig, model_hash: str | None
 ) -> tuple[str, ...]:
     """A line on each head the config trains after the classifier: affinity, self-training."""
-    heads = []
-    if config.affinity.enabled:
-        heads.append(("affinity head", workspace.affinity_head_path, affinity_head.head_lineage))
-    if config.self_training.enabled:
-        heads.append(
-            (
-                "self-training head",
-                workspace.segmentation_head_path,
-                segmentation_head.head_lineage,
-            )
-        )
     lines = []
-    for title, path_of, lineage_of in heads:
+    for title, path_of in config_heads(config).items():
         if model_hash is None:
             lines.append(f"{title}: trained after the classifier")
             continue
-        path = path_of(lineage_of(config, model_hash))
+        path = path_of(workspace, config, model_hash)
         name = _display(path, workspace.root)
         if path.exists():
             lines.append(f"{title}: {name}, current for this classifier and config")

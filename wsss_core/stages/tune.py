@@ -30,9 +30,14 @@ from tqdm import tqdm
 from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import mean_iou
-from wsss_core.model import affinity_head, segmentation_head
 from wsss_core.model.comparison import workspace_classifier_fits
-from wsss_core.stages.common import checked_model_hash, shard_count
+from wsss_core.stages.common import (
+    AFFINITY_HEAD,
+    SELF_TRAINING_HEAD,
+    checked_model_hash,
+    config_heads,
+    shard_count,
+)
 from wsss_core.stages.compare import compute_maps
 from wsss_core.stages.compare_images import write_images_manifest
 from wsss_core.stages.evaluate_stage import stage_predictions
@@ -168,24 +173,16 @@ def workspace_heads(workspace: Workspace, config: PipelineConfig) -> FrozenHeads
     """
     model_hash = checked_model_hash(workspace)
     wanted = {
-        "affinity": (
-            affinity_head.head_path(workspace, config, model_hash)
-            if config.affinity.enabled
-            else None
-        ),
-        "self-training": (
-            workspace.segmentation_head_path(segmentation_head.head_lineage(config, model_hash))
-            if config.self_training.enabled
-            else None
-        ),
+        title: path_of(workspace, config, model_hash)
+        for title, path_of in config_heads(config).items()
     }
-    for name, path in wanted.items():
-        if path is not None and not path.exists():
+    for title, path in wanted.items():
+        if not path.exists():
             raise ValueError(
-                f"{path}: no {name} head for this config and classifier; tuning scores the "
+                f"{path}: no {title} for this config and classifier; tuning scores the "
                 "settings with the run's heads: run `wsss run` first"
             )
-    return FrozenHeads(wanted["affinity"], wanted["self-training"])
+    return FrozenHeads(wanted.get(AFFINITY_HEAD), wanted.get(SELF_TRAINING_HEAD))
 
 
 class _Scorer:
