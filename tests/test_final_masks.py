@@ -129,6 +129,7 @@ def flooded_workspace(tmp_path: Path) -> tuple[Workspace, PipelineConfig]:
         update={
             "crf": defaults.crf.model_copy(update={"gaussian_compat": 60.0}),
             "affinity": defaults.affinity.model_copy(update={"enabled": False}),
+            "self_training": defaults.self_training.model_copy(update={"enabled": False}),
         }
     )
     records = read_manifest(workspace).records

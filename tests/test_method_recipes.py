@@ -52,7 +52,14 @@ TINY: dict[str, Any] = {
         "train_radius": 5,
     },
     "crf": {"background_powers": [1.0]},
-    "self_training": {"input_side": 64, "train_images": 12, "epochs": 1, "width": 16},
+    # Likewise on by default (since 2026-12-03) and saved off.
+    "self_training": {
+        "enabled": False,
+        "input_side": 64,
+        "train_images": 12,
+        "epochs": 1,
+        "width": 16,
+    },
 }
 SHARDS, IMAGES = 3, 24
 # What each recipe may change: its section and keys (nothing else differs from the defaults).
@@ -64,7 +71,7 @@ RECIPE_KEYS = {
     "affinity": ("affinity", set()),  # a default since 2026-12-02: the file sets what it is
     "erasing": ("train", {"online_erasing_threshold"}),
     "erasing_iterative": ("train", {"erasing_rounds"}),
-    "self_training": ("self_training", {"enabled"}),
+    "self_training": ("self_training", set()),  # a default since 2026-12-03, likewise
 }
 
 

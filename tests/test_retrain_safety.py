@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_pipeline import TINY_CAM, TINY_TRAIN
+from tiny_pipeline import NO_SELF_TRAINING, TINY_CAM, TINY_TRAIN
 
 from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest, write_manifest
@@ -35,6 +35,7 @@ CONFIG = PipelineConfig.model_validate(
         "demo": {"num_images": 16, "image_size": 48, "seed": 4},
         "train": {**TINY_TRAIN, "image_size": 48, "epochs": 2},
         "cam": TINY_CAM,
+        "self_training": NO_SELF_TRAINING,
     }
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import DEFAULT_HASHES, STAGES, tiny_features
+from tiny_models import CRF_HASH_WITHOUT_SELF_TRAINING, DEFAULT_HASHES, STAGES, tiny_features
 
 from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_hash
 from wsss_core.model.segmentation_head import (
@@ -108,12 +108,15 @@ def test_half_and_half_the_mix_never_overrules_the_first_pass_alone() -> None:
 
 
 def test_the_option_enters_only_the_crf_lineage_and_only_while_on() -> None:
+    """On by default since 2026-12-03; a workspace that switches it off keeps its old masks."""
     default = PipelineConfig()
     assert {stage: stage_config_hash(default, stage) for stage in STAGES} == DEFAULT_HASHES
-    idle = PipelineConfig.model_validate({"self_training": {"epochs": 3, "head_weight": 0.3}})
-    assert stage_config_hash(idle, "crf") == DEFAULT_HASHES["crf"]
-    on = PipelineConfig.model_validate({"self_training": {"enabled": True}})
-    changed = {s for s in STAGES if stage_config_hash(on, s) != DEFAULT_HASHES[s]}
+    off = PipelineConfig.model_validate({"self_training": {"enabled": False}})
+    assert stage_config_hash(off, "crf") == CRF_HASH_WITHOUT_SELF_TRAINING
+    idle = {"enabled": False, "epochs": 3, "head_weight": 0.3}
+    idle_hash = stage_config_hash(PipelineConfig.model_validate({"self_training": idle}), "crf")
+    assert idle_hash == CRF_HASH_WITHOUT_SELF_TRAINING
+    changed = {s for s in STAGES if stage_config_hash(off, s) != DEFAULT_HASHES[s]}
     assert changed == {"crf"}
 
 

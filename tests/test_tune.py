@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tiny_pipeline import TINY_CAM, TINY_TRAIN, label_run
+from tiny_pipeline import NO_SELF_TRAINING, TINY_CAM, TINY_TRAIN, label_run
 
 from wsss_core.config import load_config
 from wsss_core.data.demo import generate_demo_dataset
@@ -36,7 +36,13 @@ from wsss_core.tuning.truth import GROUND_TRUTH, TrueMask, true_masks
 
 IMAGES = 40
 PLANTED = 0.4  # the cam threshold the planted true masks were made with
-CONFIG = {"shard_size": 20, "device": "cpu", "train": TINY_TRAIN, "cam": TINY_CAM}
+CONFIG = {
+    "shard_size": 20,
+    "device": "cpu",
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
+    "self_training": NO_SELF_TRAINING,
+}
 CAM_GRID = next(grid for grid in SEARCH_SPACE if grid.name == "cam threshold")
 
 

@@ -19,17 +19,21 @@ STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
 # code of commit 8cbec9c): the maps and classifiers made then must stay current. Two moved
 # on 2026-12-02, when the affinity stage became a default (with affinity.train_pair_share):
 # its own, and the crf stage's, which covers the affinity section while the stage is on.
-# Classifiers, CAMs, seeds and grown regions made before stay current.
+# The crf stage's moved again on 2026-12-03, when self-training became a default (its section
+# enters that lineage while on). Classifiers, CAMs, seeds and grown regions made before stay
+# current.
 DEFAULT_HASHES = {
     "train": "423bfa623dca990f",
     "cam": "c60c5f612dd54b96",
     "affinity": "d0b665814a753dcb",
     "seeds": "c70fb4ad613a1578",
     "grown": "6225a23a79dac4da",
-    "crf": "641b34483ab3f596",
+    "crf": "1f5be742650cff0d",
 }
-# The crf stage's hash with the affinity stage switched off: that of the defaults before
-# 2026-12-02, so a workspace that keeps the stage off keeps its final masks.
+# The crf stage's hash with self-training switched off: that of the defaults of 2026-12-02,
+# so a workspace that keeps it off keeps its final masks.
+CRF_HASH_WITHOUT_SELF_TRAINING = "641b34483ab3f596"
+# ... and with the affinity stage switched off too: that of the defaults before 2026-12-02.
 CRF_HASH_WITHOUT_AFFINITY = "e1ed78f7733391ea"
 
 

@@ -22,9 +22,18 @@ TINY_CAM = {"scales": [1.0], "batch_size": 8}
 # orchestration, and their stage tables are those without it; test_orchestration's affinity
 # tests and the recipe tests run the stage itself.
 NO_AFFINITY = {"enabled": False}
-# The three together: what the orchestration tests' configs share (each adds its shard size,
-# demo and whatever it tests).
-TINY_SECTIONS = {"train": TINY_TRAIN, "cam": TINY_CAM, "affinity": NO_AFFINITY}
+# Self-training is on by default too; off here for the same reason (its head trains for
+# seconds even on tiny images). test_orchestration's self-training test and the recipe tests
+# run it.
+NO_SELF_TRAINING = {"enabled": False}
+# Together: what the orchestration tests' configs share (each adds its shard size, demo and
+# whatever it tests).
+TINY_SECTIONS = {
+    "train": TINY_TRAIN,
+    "cam": TINY_CAM,
+    "affinity": NO_AFFINITY,
+    "self_training": NO_SELF_TRAINING,
+}
 
 
 def tiny_review_config(seed: int) -> dict:
@@ -34,6 +43,7 @@ def tiny_review_config(seed: int) -> dict:
         "demo": {"num_images": 12, "image_size": 48, "seed": seed},
         "train": {**TINY_TRAIN, "image_size": 48, "batch_size": 6},
         "cam": {"scales": [1.0]},
+        "self_training": NO_SELF_TRAINING,
     }
 
 
