@@ -169,10 +169,15 @@ def head_seconds(
 
 
 def results(
-    dataset: str, workspace: Workspace, configs: dict[str, PipelineConfig], limit: int | None
+    dataset: str,
+    workspace: Workspace,
+    configs: dict[str, PipelineConfig],
+    limit: int | None,
+    folder: str = "",
 ) -> list[RecipeResult]:
+    """``folder``: a compare folder of its own (its maps, heads and timings), under WS/compare."""
     # A limited run keeps its own compare folder, so its figures never mix with a full run's.
-    out_dir = workspace.root / "compare" / (f"limit-{limit}" if limit else "")
+    out_dir = workspace.root / "compare" / folder / (f"limit-{limit}" if limit else "")
     image_ids = manifest_image_ids(read_manifest(workspace), limit) if limit else None
     comparison = compare_configs(workspace, configs, out_dir, image_ids, log=print)
     write_comparison(comparison, out_dir)

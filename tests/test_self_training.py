@@ -129,5 +129,8 @@ def test_the_head_lineage_follows_the_first_pass_and_training_not_the_mix() -> N
 
     assert changed(self_training={"enabled": True, "head_weight": 0.3}) == lineage
     assert changed(self_training={"enabled": True, "epochs": 3}) != lineage
+    # Training's thread count splits its sums; the second pass's is not the head's.
+    assert changed(self_training={"enabled": True, "training_threads": 1}) != lineage
+    assert changed(self_training={"enabled": True, "cpu_threads": 2}) == lineage
     assert changed(crf={"bilateral_srgb": 7.0}) != lineage  # other first-pass masks
     assert head_lineage(on, "another classifier") != lineage

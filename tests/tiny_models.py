@@ -20,15 +20,15 @@ STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
 # on 2026-12-02, when the affinity stage became a default (with affinity.train_pair_share):
 # its own, and the crf stage's, which covers the affinity section while the stage is on.
 # The crf stage's moved again on 2026-12-03, when self-training became a default (its section
-# enters that lineage while on). Classifiers, CAMs, seeds and grown regions made before stay
-# current.
+# enters that lineage while on), and on 2026-12-06, when its head began to train on 2 threads.
+# Classifiers, CAMs, seeds and grown regions made before stay current.
 DEFAULT_HASHES = {
     "train": "423bfa623dca990f",
     "cam": "c60c5f612dd54b96",
     "affinity": "d0b665814a753dcb",
     "seeds": "c70fb4ad613a1578",
     "grown": "6225a23a79dac4da",
-    "crf": "1f5be742650cff0d",
+    "crf": "89c396243356b38f",
 }
 # The crf stage's hash with self-training switched off: that of the defaults of 2026-12-02,
 # so a workspace that keeps it off keeps its final masks.

@@ -475,10 +475,10 @@ class SelfTrainingConfig(_Section):
     first-pass mask mixed with the head's probabilities: where the head
     disagrees, the pixel's label is left to the image's edges (ARCHITECTURE.md,
     "Final masks and self-training"). On by default since 2026-12-03: final
-    mIoU +0.072 (digits) and +0.018 (scenes) over the defaults without it, at
-    1.5x and 1.2x a run's time: the head trains for 4-6 minutes on 400 images
-    on 2 CPU cores (first passes, features and epochs) and the second pass
-    costs about 0.1 s per image.
+    mIoU +0.072 (digits) and +0.018 (scenes) over the defaults without it:
+    the head trains for 1.5-2 minutes on 400 images on 2 free CPU cores
+    (first passes, features and epochs) and the second pass costs 0.05-0.08 s
+    per image.
     """
 
     enabled: bool = Field(
@@ -505,8 +505,16 @@ class SelfTrainingConfig(_Section):
         64, ge=8, description="channels of the head's layers (a multiple of 4: group norm of 4)"
     )
     seed: int = Field(0, ge=0)
+    training_threads: int = Field(
+        2,
+        ge=1,
+        description="torch CPU threads while the head trains (no shard runs then); "
+        "fixed so every runner trains the same head",
+    )
     cpu_threads: int = Field(
-        1, ge=1, description="torch CPU threads per shard, fixed for bit-identical maps"
+        1,
+        ge=1,
+        description="torch CPU threads per shard of the second pass, fixed for bit-identical maps",
     )
 
     @field_validator("width")

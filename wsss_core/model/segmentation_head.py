@@ -3,10 +3,10 @@
 Trained once per *lineage*: the classifier checkpoint's hash, every section
 the crf stage's first pass depends on (its training labels are that pass's
 masks) and the self_training section's training settings (not ``head_weight``,
-which only mixes). The file lives at ``models/segmentation/<lineage>.pt``, so
-a run that finds it skips training and compared configs never overwrite each
-other's head. Like the affinity head it is not retrained because images were
-added: new images are labelled with it.
+which only mixes, nor the second pass's ``cpu_threads``). The file lives at
+``models/segmentation/<lineage>.pt``, so a run that finds it skips training and
+compared configs never overwrite each other's head. Like the affinity head it is
+not retrained because images were added: new images are labelled with it.
 
 Training data: ``train_images`` labelled images spread evenly over the
 manifest, each with its first-pass mask brought to the head's grid (nearest
@@ -15,7 +15,8 @@ feature pyramid of every training image is computed once and kept (float16).
 The loss is cross-entropy over background and the image's own classes only:
 the image-level labels say which classes can be there, so the head never has
 to learn to rule the others out. Training is seeded and runs in one process on
-the CPU, so it gives the same head whichever runner computes the masks.
+``training_threads`` CPU threads (every core the shards would use: they wait
+for the head), so it gives the same head whichever runner computes the masks.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ IGNORED = -100  # cross-entropy's ignore_index: a cell with no known label
 RULED_OUT = -1e4  # the logit of a class the image is not labelled with
 
 # Settings of the second CRF pass, not of the head: changing them reuses the head.
-# (cpu_threads is the head's too: its training sums split by thread count.)
-INFERENCE_KEYS = {"enabled", "head_weight"}
+# (training_threads is the head's: its training sums split by thread count.)
+INFERENCE_KEYS = {"enabled", "head_weight", "cpu_threads"}
 
 Progress = Callable[[str], None]
 

@@ -61,7 +61,7 @@ def ensure_segmentation_head(
     backbone = load_checkpoint(workspace.model_path, "cpu", manifest.class_names).model.features
     upstream = ("cam", "grown", *(("affinity",) if config.affinity.enabled else ()))
     examples = []
-    with cpu_threads(settings.cpu_threads):
+    with cpu_threads(settings.training_threads):
         for index, records in enumerate(manifest.shards(config.shard_size)):
             picked = [record for record in records if record.image_id in wanted]
             current = all(
