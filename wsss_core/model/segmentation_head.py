@@ -15,8 +15,9 @@ feature pyramid of every training image is computed once and kept (float16).
 The loss is cross-entropy over background and the image's own classes only:
 the image-level labels say which classes can be there, so the head never has
 to learn to rule the others out. Training is seeded and runs in one process on
-``training_threads`` CPU threads (every core the shards would use: they wait
-for the head), so it gives the same head whichever runner computes the masks.
+``training_threads`` CPU threads (the shards wait for the head, so their
+cores are free; a fixed count, as the sums split by it), so it gives the same
+head whichever runner computes the masks.
 """
 
 from __future__ import annotations
