@@ -21,14 +21,14 @@ all its images by ``wsss compare`` with:
   side of the defaults (both passes use them, so each retrains the head).
 
 Printed per dataset and config: final (crf) mIoU, its gain over the defaults
-with a 90% paired bootstrap interval over the images, the gain over issue
-11's defaults, object pixels kept, images emptied, the heads' training
-seconds (affinity and self-training: their first passes, features and
-epochs), the crf stage's seconds per image, and the whole run's time
-(training + every stage's seconds per image x images) as a ratio to issue
-11's in the same run. Then ``WS/compare/self_training.png``: the images whose
-final masks self-training changed most, beside their ground truth. A second
-run reuses every map and head (compare caches them), and with them the timings
+with a 90% paired bootstrap interval over the images, the gain over issue 11's
+defaults, object pixels kept, images emptied, the heads' training seconds
+(affinity and self-training: their first passes, features and epochs), the crf
+stage's seconds per image, and the whole run's time (training + every stage's
+seconds per image x images) as a ratio to issue 11's in the same run. Then
+``WS/compare/self_training.png``: the images whose final masks self-training
+changed most, beside their ground truth (not with ``--timing``). A second run
+reuses every map and head (compare caches them), and with them the timings
 measured when they were made: a figure from a run that shared its cores stays
 in the cache. ``--timing`` therefore compares only the configs the time goal
 needs (defaults, issue 11, the head on 1 thread, the cheaper heads, no
