@@ -230,6 +230,58 @@ def test_the_walk_and_the_self_training_mix_are_searched_only_with_their_stage_o
     assert "self-training mix" in names({"self_training.enabled": True})
 
 
+def test_a_grid_that_would_retrain_a_head_is_scored_without_it_and_those_after():
+    from wsss_core.stages.common import AFFINITY_HEAD, SELF_TRAINING_HEAD
+    from wsss_core.stages.tune import heads_left_out
+
+    config = load_config(None)  # the defaults: both heads on
+    assert config.affinity.enabled and config.self_training.enabled
+
+    def left_out(name: str) -> tuple[str, ...]:
+        grid = next(grid for grid in SEARCH_SPACE if grid.name == name)
+        return heads_left_out(grid, config, list(grid.candidates(config)), "classifier")
+
+    both = (AFFINITY_HEAD, SELF_TRAINING_HEAD)
+    assert left_out("cam method") == both  # the CAMs teach both heads
+    assert left_out("cam threshold") == both  # scored on the CAMs, which no head reaches
+    assert left_out("kernel weights") == (SELF_TRAINING_HEAD,)  # the first pass teaches it
+    assert left_out("affinity walk") == (SELF_TRAINING_HEAD,)  # the walk is no training key
+    assert left_out("self-training mix") == ()  # the weight is read after training
+
+
+def test_settings_no_run_learnt_heads_for_get_them_trained_once_as_a_run_would(planted, tmp_path):
+    from wsss_core.model.affinity_head import head_lineage, load_head
+    from wsss_core.stages.common import checked_model_hash
+    from wsss_core.stages.tune import held_out_report
+    from wsss_core.stages.tune_heads import TuneHeads
+    from wsss_core.store.comparison import FrozenHeads
+
+    workspace = Workspace(tmp_path / "ws")
+    shutil.copytree(planted["workspace"].root, workspace.root)
+    config = planted["config"]  # the affinity head on
+    layout = ComparisonLayout(workspace.root / TUNE_DIR)
+    heads = TuneHeads(workspace, layout, workspace.model_path, config)
+    run_head = heads.frozen(config).affinity
+    assert run_head is not None and workspace.models_dir in run_head.parents
+
+    changed = with_changes(config, {"cam.method": "gradcampp"})  # other CAMs teach the head
+    trained = heads.frozen(changed).affinity
+    assert trained is not None and layout.root in trained.parents
+    assert trained.stem == head_lineage(changed, checked_model_hash(workspace))
+    assert load_head(trained).images == load_head(run_head).images  # the run's images
+    stamp = trained.stat().st_mtime_ns
+    assert heads.frozen(changed).affinity == trained and trained.stat().st_mtime_ns == stamp
+    assert not (trained.parent.parent / "maps" / "crf").exists()  # no final mask made for it
+
+    split = split_true_masks(true_masks(workspace, read_manifest(workspace)))
+    report = held_out_report(
+        workspace, layout, workspace.model_path, config, changed, split.held_out, heads=heads
+    )
+    assert np.isfinite(report.gain.miou)
+    digest = FrozenHeads(trained).digests["a"]
+    assert list(layout.root.glob(f"*/shards-*/maps/crf/*-a{digest}"))  # scored with it
+
+
 # --- the quality estimate ---------------------------------------------------------------
 
 
@@ -294,3 +346,30 @@ def test_settings_that_lost_on_the_held_out_images_are_objected_to():
     assert "lost -0.014" in held_out_objection(result(-0.014))
     assert held_out_objection(result(0.0)) is None
     assert held_out_objection(result(0.02)) is None
+
+
+def test_a_tuned_file_recommends_only_settings_that_held_up_on_the_held_out_images(tmp_path):
+    from wsss_core.stages.tune import HeldOutReport, SearchResult, Trial, TuneResult
+    from wsss_core.tuning.scores import Estimate
+    from wsss_core.tuning.split import TruthSplit
+
+    start = load_config(None)
+    tuned = with_changes(start, {"crf.bilateral_compat": 5.0})
+    trial = Trial("kernel weights", {"crf.bilateral_compat": 5.0}, 0.9, 1)
+    search = SearchResult(start, tuned, (trial,), 1.0, True)
+
+    def written(gain: float) -> Path:
+        figure = Estimate(0.8, 0.7, 0.9, 30, ())
+        report = HeldOutReport(figure, figure, Estimate(gain, gain - 0.02, gain + 0.02, 30, ()), ())
+        result = TuneResult(TruthSplit((), ()), search, report)
+        return write_tuned_file(result, tmp_path / f"tuned{gain}.yaml")
+
+    kept = written(0.02)
+    assert yaml.safe_load(kept.read_text()) == {"crf": {"bilateral_compat": 5.0}}
+    assert load_config(kept).crf.bilateral_compat == 5.0
+    declined = written(-0.014)
+    assert yaml.safe_load(declined.read_text()) == {}  # the run keeps the current settings
+    assert load_config(declined) == start
+    text = declined.read_text()
+    assert "Not recommended: the tuned settings lost -0.014" in text
+    assert "#   bilateral_compat: 5.0" in text  # what was found, shown

@@ -24,7 +24,8 @@ def tune_lines(result: TuneResult) -> list[str]:
         lines.append("no setting beat the current ones on the tuning images")
     lines += [
         "",
-        f"held-out final mIoU over {report.default.images} image(s) the search never saw:",
+        f"held-out final mIoU over {report.default.images} image(s) the search never saw "
+        "(each with the heads a run of it trains):",
         f"  current settings  {report.default.describe()}",
         f"  tuned settings    {report.tuned.describe()}",
         f"  gain              {report.gain.miou:+.3f} "

@@ -7,14 +7,22 @@
    one after another over the tuning images only, each candidate's maps
    computed as `wsss compare` computes them, under ``WS/tune/`` (a stage's
    maps are shared by every candidate that agrees on its sections, and kept
-   across calls), with the affinity and self-training heads the workspace's
-   run learnt (:func:`workspace_heads`). A candidate replaces the best so far
-   only when it gains at least :data:`MIN_GAIN` mIoU on the tuning images, in at least
+   across calls). A candidate replaces the best so far only when it gains at
+   least :data:`MIN_GAIN` mIoU on the tuning images, in at least
    :data:`MIN_CONFIDENCE` of paired bootstrap resamples of them. It reads no
    true mask of a held-out image.
 3. Then, and only then, the default and the tuned settings are scored on the
    held-out images (:func:`held_out_report`): mIoU with a bootstrap interval,
    the paired gain and the IoU per class.
+
+The heads. Every config is scored with the affinity and self-training heads a
+run of it would have (``stages/tune_heads.py``): trained as a run trains them
+when no run has. A grid whose candidates would each need their own head (a CAM
+setting retrains both; a first-pass setting the self-training head) is scored
+without that head and those after it (:func:`heads_left_out`): on the maps the
+head learns from, since a head is as good as what it learns from, and training
+one per candidate would cost minutes each. The later grids, and the held-out
+check, then use the heads trained once for the settings those grids chose.
 """
 
 from __future__ import annotations
@@ -31,18 +39,13 @@ from wsss_core.config import PipelineConfig
 from wsss_core.data.manifest import read_manifest
 from wsss_core.metrics import mean_iou
 from wsss_core.model.comparison import workspace_classifier_fits
-from wsss_core.stages.common import (
-    AFFINITY_HEAD,
-    SELF_TRAINING_HEAD,
-    checked_model_hash,
-    config_heads,
-    shard_count,
-)
+from wsss_core.stages.common import config_heads, shard_count
 from wsss_core.stages.compare import compute_maps
 from wsss_core.stages.compare_images import write_images_manifest
 from wsss_core.stages.evaluate_stage import stage_predictions
+from wsss_core.stages.tune_heads import HEAD_SECTION, TuneHeads, acts_on, head_lineages
 from wsss_core.store.atomic import remove_leftover_temp_files
-from wsss_core.store.comparison import ComparisonLayout, FrozenHeads
+from wsss_core.store.comparison import ComparisonLayout
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.tuning.scores import (
@@ -65,14 +68,18 @@ MIN_CONFIDENCE = 0.9
 # The held-out check computes the maps of two configs over the held-out images;
 # the search keeps this many times the first candidate's (all-stage) cost for it.
 HELD_OUT_RESERVE = 2.5
+# ... and time to train the heads of the settings it chose, once: this many times what
+# the workspace's heads took in its run, plus the maps they learn from.
+HEAD_RESERVE = 1.2
 
 
 @dataclass(frozen=True)
 class Trial:
     grid: str
     changes: dict[str, Any]  # the grid's values in this trial
-    miou: float  # on the tuning images, of the grid's scored stage
+    miou: float  # on the tuning images, of the grid's scored stage (heads_left_out off)
     seconds: float
+    heads_left_out: tuple[str, ...] = ()  # head titles the grid was scored without
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ def tune_workspace(
                 "tuning chooses the settings after the classifier: run `wsss run` first"
             )
         classifier = workspace.model_path
-        heads = workspace_heads(workspace, config)
+        heads = TuneHeads(workspace, layout, classifier, config, say)
         reserve_share = len(split.held_out) / max(len(split.tuning), 1)
         search = search_settings(
             workspace,
@@ -163,28 +170,6 @@ def tune_workspace(
     )
 
 
-def workspace_heads(workspace: Workspace, config: PipelineConfig) -> FrozenHeads:
-    """The heads the workspace's run learnt for ``config``, which every candidate then uses.
-
-    Trained on the tuning images alone they would be weaker than a run's (30
-    images, not 400), and retrained for every CAM or first-pass candidate. A
-    run with the tuned settings learns its heads anew from its own maps: the
-    held-out figure is for the tuned settings with the current heads.
-    """
-    model_hash = checked_model_hash(workspace)
-    wanted = {
-        title: path_of(workspace, config, model_hash)
-        for title, path_of in config_heads(config).items()
-    }
-    for title, path in wanted.items():
-        if not path.exists():
-            raise ValueError(
-                f"{path}: no {title} for this config and classifier; tuning scores the "
-                "settings with the run's heads: run `wsss run` first"
-            )
-    return FrozenHeads(wanted.get(AFFINITY_HEAD), wanted.get(SELF_TRAINING_HEAD))
-
-
 class _Scorer:
     """Maps of one image set for any config (cached under the layout) and their scores."""
 
@@ -194,7 +179,7 @@ class _Scorer:
         layout: ComparisonLayout,
         classifier: Path,
         masks: Sequence[TrueMask],
-        heads: FrozenHeads | None = None,
+        heads: TuneHeads,
     ) -> None:
         self.layout, self.classifier, self.heads = layout, classifier, heads
         self.key, manifest = write_images_manifest(
@@ -205,7 +190,7 @@ class _Scorer:
         self.label_names = ("background", *manifest.class_names)
 
     def scores(self, config: PipelineConfig, stage: str) -> ImageScores:
-        view = self.layout.view(self.key, config, self.classifier, self.heads)
+        view = self.layout.view(self.key, config, self.classifier, self.heads.frozen(config))
         compute_maps(view, config, show_progress=False)
         predictions = (
             prediction
@@ -226,17 +211,18 @@ def search_settings(
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
     grids: Sequence[Grid] | None = None,
-    heads: FrozenHeads | None = None,
+    heads: TuneHeads | None = None,
 ) -> SearchResult:
     """The grids in order over the tuning images; the best config within the budget.
 
     ``reserve_share``: held-out images per tuning image, to keep time for the
     held-out check (see :data:`HELD_OUT_RESERVE`); ``grids``: default
-    ``tuning.space.grids_for(start)``; ``heads``: the heads every candidate
-    uses (:func:`workspace_heads`), default each view's own.
+    ``tuning.space.grids_for(start)``; ``heads``: default the workspace's
+    (module docstring).
     """
     say = log or (lambda _: None)
     started = time.perf_counter()
+    heads = heads or TuneHeads(workspace, layout, classifier, start, say)
     scorer = _Scorer(workspace, layout, classifier, tuning, heads)
     best = start
     trials: list[Trial] = []
@@ -247,18 +233,22 @@ def search_settings(
     finished = True
     for grid in grids:
         incumbent: ImageScores | None = None
-        for changes in grid.candidates(best):
+        candidates = list(grid.candidates(best))
+        left_out = heads_left_out(grid, best, candidates, heads.model_hash)
+        for changes in candidates:
             now = time.perf_counter()
             if now >= deadline:
                 finished = False
                 break
             candidate = with_changes(best, changes)
             assert candidate is not None  # Grid.candidates yields valid settings only
-            scores = scorer.scores(candidate, grid.scored_stage)
+            scores = scorer.scores(_without_heads(candidate, left_out), grid.scored_stage)
             seconds = time.perf_counter() - now
-            if not trials:  # the first trial computed every stage: the held-out check's cost
+            if not trials:  # the first trial computed every stage: the checks' cost
+                per_image = seconds / max(len(tuning), 1)
                 deadline -= HELD_OUT_RESERVE * reserve_share * seconds
-            trials.append(Trial(grid.name, changes, _miou(scores), seconds))
+                deadline -= _head_reserve(heads, start, per_image)
+            trials.append(Trial(grid.name, changes, _miou(scores), seconds, left_out))
             bar.update(1)
             if incumbent is None:  # the grid's first candidate is the current setting
                 incumbent = scores
@@ -269,9 +259,51 @@ def search_settings(
             say(f"budget spent: stopped in '{grid.name}'; the settings found so far are kept")
             break
         if incumbent is not None:
-            say(f"{grid.name}: best {_miou(incumbent):.4f} ({_describe(grid.keys, best)})")
+            without = f", scored without the {' and '.join(left_out)}" if left_out else ""
+            say(f"{grid.name}: best {_miou(incumbent):.4f} ({_describe(grid.keys, best)}{without})")
     bar.close()
     return SearchResult(start, best, tuple(trials), time.perf_counter() - started, finished)
+
+
+def heads_left_out(
+    grid: Grid, best: PipelineConfig, candidates: Sequence[dict[str, Any]], model_hash: str
+) -> tuple[str, ...]:
+    """The heads ``grid`` is scored without: those it would retrain, and every later one.
+
+    A head a candidate changes the lineage of would have to be trained for
+    that candidate alone, and the self-training head learns from maps the
+    affinity head shapes, so leaving one out leaves out those after it. A head
+    that does not reach the scored stage is left out too: it changes nothing
+    there, and a head no run trained would be trained for nothing.
+    """
+    titles = list(config_heads(best))
+    lineages = head_lineages(best, model_hash)
+    configs = [with_changes(best, changes) for changes in candidates]
+    for index, title in enumerate(titles):
+        retrained = any(
+            config is not None
+            and head_lineages(config, model_hash).get(title, lineages[title]) != lineages[title]
+            for config in configs
+        )
+        if retrained or not acts_on(title, grid.scored_stage):
+            return tuple(titles[index:])
+    return ()
+
+
+def _without_heads(config: PipelineConfig, titles: Sequence[str]) -> PipelineConfig:
+    if not titles:
+        return config
+    switched_off = with_changes(config, {f"{HEAD_SECTION[t]}.enabled": False for t in titles})
+    assert switched_off is not None  # switching a stage off breaks no bound
+    return switched_off
+
+
+def _head_reserve(heads: TuneHeads, start: PipelineConfig, per_image_seconds: float) -> float:
+    """Time to train the heads of the chosen settings once: none when no head is on."""
+    if not config_heads(start):
+        return 0.0
+    maps = per_image_seconds * heads.training_images(start)
+    return HEAD_RESERVE * (heads.training_seconds() + maps)
 
 
 def held_out_report(
@@ -282,9 +314,10 @@ def held_out_report(
     tuned: PipelineConfig,
     held_out: Sequence[TrueMask],
     seed: int = 0,
-    heads: FrozenHeads | None = None,
+    heads: TuneHeads | None = None,
 ) -> HeldOutReport:
-    """Final-mask mIoU of both configs on the held-out images, with intervals."""
+    """Final-mask mIoU of both configs on the held-out images, each with its own heads."""
+    heads = heads or TuneHeads(workspace, layout, classifier, default)
     scorer = _Scorer(workspace, layout, classifier, held_out, heads)
     default_scores = scorer.scores(default, FINAL_STAGE)
     tuned_scores = scorer.scores(tuned, FINAL_STAGE)

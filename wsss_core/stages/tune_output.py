@@ -18,6 +18,7 @@ from wsss_core.store.workspace_config import load_workspace_config, save_workspa
 from wsss_core.tuning.space import with_changes
 
 TUNED_SOURCE = "tuned"
+DECLINED_MARK = "Not recommended:"  # heads a tuned file whose keys are commented out
 
 
 def provenance(result: TuneResult) -> list[str]:
@@ -46,12 +47,23 @@ def nested(changes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def write_tuned_file(result: TuneResult, path: Path) -> Path:
-    """The tuned keys alone, for ``wsss run --config`` (layered over the saved config)."""
+    """The tuned keys alone, for ``wsss run --config`` (layered over the saved config).
+
+    Keys that lost on the held-out images are written commented out, so the
+    file recommends what the evidence supports and still shows what was found.
+    """
     changes = result.search.changes
     header = "".join(f"# {line}\n" for line in provenance(result))
+    body = yaml.safe_dump(nested(changes), sort_keys=True) if changes else "{}\n"
+    objection = held_out_objection(result)
     if not changes:
         header += "# No setting beat the current ones: nothing to change.\n"
-    body = yaml.safe_dump(nested(changes), sort_keys=True) if changes else "{}\n"
+    elif objection:
+        header += (
+            f"# {DECLINED_MARK} {objection}. The settings found are below, commented out:\n"
+            "# uncomment them to use them anyway.\n"
+        )
+        body = "{}\n" + "".join(f"# {line}\n" for line in body.splitlines())
     write_text_atomic(path, header + body)
     return path
 

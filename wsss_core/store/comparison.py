@@ -15,7 +15,7 @@ Under the compare directory (default ``WS/compare/``)::
                                                       from their first-pass masks
     <images>/shards-<size>/maps/<stage>/<stage hash>-a<digest>-s<digest>/...
                                                       `wsss tune`'s maps, made with
-                                                      the workspace's heads (FrozenHeads)
+                                                      given head files (FrozenHeads)
 
 ``<images>`` is ``all`` or a hash of the chosen ids; ``<stage hash>`` is
 ``stage_config_hash(config, stage)``, so configs that agree on a stage's
@@ -85,13 +85,14 @@ class ComparisonWorkspace(Workspace):
 
 @dataclass(frozen=True)
 class FrozenHeads:
-    """Head files a view's every config uses, whatever lineage it asks for (`wsss tune`).
+    """Head files a view's config uses instead of training its own (`wsss tune`).
 
     A head trained on a few compared images is weaker than the one a run trains
-    on the workspace's, so tune scores every candidate with the workspace's
-    own heads. Their digests name the maps they shape (the affinity head: the
-    affinity stage and those after it; the self-training head: the crf stage),
-    so maps made with other heads are never read back as these.
+    on the workspace's, so tune gives each config the heads a run of it has
+    (``stages/tune_heads.py``). Their digests name the maps they shape (the
+    affinity head: the affinity stage and those after it; the self-training
+    head: the crf stage), so maps made with other heads are never read back as
+    these.
     """
 
     affinity: Path | None = None

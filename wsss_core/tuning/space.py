@@ -11,9 +11,9 @@ development datasets the final mIoU moved most with the background model and
 the CRF kernels (ARCHITECTURE.md, "Thresholds"); the seed and growing
 thresholds decide the grown regions the crf stage restores vanished classes
 from. ``cam.threshold`` shapes only the thresholded-CAM masks (the ``cam``
-row of ``wsss eval``), so it is tuned on those. With self-training on, every
-candidate's final masks are made with the workspace's head, and the last
-grid weighs that head against the first pass (or drops it).
+row of ``wsss eval``), so it is tuned on those. With self-training on, the
+last grid weighs the head against the first pass (or drops it); which heads
+score each grid is ``stages/tune.py``'s part.
 """
 
 from __future__ import annotations
