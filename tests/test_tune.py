@@ -232,16 +232,24 @@ def test_the_walk_and_the_self_training_mix_are_searched_only_with_their_stage_o
 
 def test_a_grid_that_would_retrain_a_head_is_scored_without_it_and_those_after():
     from wsss_core.stages.common import AFFINITY_HEAD, SELF_TRAINING_HEAD
-    from wsss_core.stages.tune import heads_left_out
+    from wsss_core.stages.tune import heads_left_out, retrained_heads
 
     config = load_config(None)  # the defaults: both heads on
     assert config.affinity.enabled and config.self_training.enabled
 
     def left_out(name: str) -> tuple[str, ...]:
         grid = next(grid for grid in SEARCH_SPACE if grid.name == name)
-        return heads_left_out(grid, config, list(grid.candidates(config)), "classifier")
+        return heads_left_out(grid, config, "classifier")
+
+    def retrained(name: str) -> set[str]:
+        grid = next(grid for grid in SEARCH_SPACE if grid.name == name)
+        return retrained_heads(grid, config, "classifier")
 
     both = (AFFINITY_HEAD, SELF_TRAINING_HEAD)
+    assert retrained("cam method") == set(both)
+    assert retrained("cam threshold") == set()  # read after the maps: in no lineage
+    assert retrained("kernel weights") == {SELF_TRAINING_HEAD}
+    assert retrained("self-training mix") == set()
     assert left_out("cam method") == both  # the CAMs teach both heads
     assert left_out("cam threshold") == both  # scored on the CAMs, which no head reaches
     assert left_out("kernel weights") == (SELF_TRAINING_HEAD,)  # the first pass teaches it

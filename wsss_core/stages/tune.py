@@ -69,7 +69,8 @@ MIN_CONFIDENCE = 0.9
 # the search keeps this many times the first candidate's (all-stage) cost for it.
 HELD_OUT_RESERVE = 2.5
 # ... and time to train the heads of the settings it chose, once: this many times what
-# the workspace's heads took in its run, plus the maps they learn from.
+# the workspace's heads took in its run, plus the maps they learn from (a head's time
+# is given back once the settings have it and no later grid can change it).
 HEAD_RESERVE = 1.2
 
 
@@ -231,11 +232,11 @@ def search_settings(
     bar = tqdm(total=total, desc="tune", unit="setting", disable=not show_progress)
     deadline = started + budget_seconds
     finished = True
-    for grid in grids:
+    reserves: dict[str, float] = {}  # head title -> time kept to train it for the result
+    for index, grid in enumerate(grids):
         incumbent: ImageScores | None = None
-        candidates = list(grid.candidates(best))
-        left_out = heads_left_out(grid, best, candidates, heads.model_hash)
-        for changes in candidates:
+        left_out = heads_left_out(grid, best, heads.model_hash)
+        for changes in grid.candidates(best):
             now = time.perf_counter()
             if now >= deadline:
                 finished = False
@@ -244,10 +245,10 @@ def search_settings(
             assert candidate is not None  # Grid.candidates yields valid settings only
             scores = scorer.scores(_without_heads(candidate, left_out), grid.scored_stage)
             seconds = time.perf_counter() - now
-            if not trials:  # the first trial computed every stage: the checks' cost
-                per_image = seconds / max(len(tuning), 1)
+            if not trials:  # the first trial computed every stage it scores: the checks' cost
                 deadline -= HELD_OUT_RESERVE * reserve_share * seconds
-                deadline -= _head_reserve(heads, start, per_image)
+                reserves = _head_reserves(heads, start, seconds / max(len(tuning), 1))
+                deadline -= sum(reserves.values())
             trials.append(Trial(grid.name, changes, _miou(scores), seconds, left_out))
             bar.update(1)
             if incumbent is None:  # the grid's first candidate is the current setting
@@ -261,13 +262,30 @@ def search_settings(
         if incumbent is not None:
             without = f", scored without the {' and '.join(left_out)}" if left_out else ""
             say(f"{grid.name}: best {_miou(incumbent):.4f} ({_describe(grid.keys, best)}{without})")
+        # A head the result already has, and no later grid retrains, needs no more time.
+        later = set().union(
+            *(retrained_heads(g, best, heads.model_hash) for g in grids[index + 1 :])
+        )
+        for title in heads.available(best) - later:
+            deadline += reserves.pop(title, 0.0)
     bar.close()
     return SearchResult(start, best, tuple(trials), time.perf_counter() - started, finished)
 
 
-def heads_left_out(
-    grid: Grid, best: PipelineConfig, candidates: Sequence[dict[str, Any]], model_hash: str
-) -> tuple[str, ...]:
+def retrained_heads(grid: Grid, best: PipelineConfig, model_hash: str) -> set[str]:
+    """The heads some candidate of ``grid`` changes the lineage of: a run would retrain them."""
+    current = head_lineages(best, model_hash)
+    changed: set[str] = set()
+    for changes in grid.candidates(best):
+        config = with_changes(best, changes)
+        assert config is not None  # Grid.candidates yields valid settings only
+        for title, lineage in head_lineages(config, model_hash).items():
+            if title in current and lineage != current[title]:
+                changed.add(title)
+    return changed
+
+
+def heads_left_out(grid: Grid, best: PipelineConfig, model_hash: str) -> tuple[str, ...]:
     """The heads ``grid`` is scored without: those it would retrain, and every later one.
 
     A head a candidate changes the lineage of would have to be trained for
@@ -277,15 +295,9 @@ def heads_left_out(
     there, and a head no run trained would be trained for nothing.
     """
     titles = list(config_heads(best))
-    lineages = head_lineages(best, model_hash)
-    configs = [with_changes(best, changes) for changes in candidates]
+    retrained = retrained_heads(grid, best, model_hash)
     for index, title in enumerate(titles):
-        retrained = any(
-            config is not None
-            and head_lineages(config, model_hash).get(title, lineages[title]) != lineages[title]
-            for config in configs
-        )
-        if retrained or not acts_on(title, grid.scored_stage):
+        if title in retrained or not acts_on(title, grid.scored_stage):
             return tuple(titles[index:])
     return ()
 
@@ -298,12 +310,21 @@ def _without_heads(config: PipelineConfig, titles: Sequence[str]) -> PipelineCon
     return switched_off
 
 
-def _head_reserve(heads: TuneHeads, start: PipelineConfig, per_image_seconds: float) -> float:
-    """Time to train the heads of the chosen settings once: none when no head is on."""
-    if not config_heads(start):
-        return 0.0
-    maps = per_image_seconds * heads.training_images(start)
-    return HEAD_RESERVE * (heads.training_seconds() + maps)
+def _head_reserves(
+    heads: TuneHeads, start: PipelineConfig, per_image_seconds: float
+) -> dict[str, float]:
+    """Time to train each head once for the chosen settings, by title.
+
+    Each head as long as the workspace's took, with a margin; the maps they
+    learn from once (with the first head), at the first candidate's cost per image.
+    """
+    reserves = {
+        title: HEAD_RESERVE * seconds for title, seconds in heads.training_seconds().items()
+    }
+    if reserves:
+        first = next(iter(reserves))
+        reserves[first] += HEAD_RESERVE * per_image_seconds * heads.training_images(start)
+    return reserves
 
 
 def held_out_report(

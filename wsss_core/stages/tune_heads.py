@@ -99,9 +99,13 @@ class TuneHeads:
             paths = self._available(config)
         return FrozenHeads(paths.get(AFFINITY_HEAD), paths.get(SELF_TRAINING_HEAD))
 
-    def training_seconds(self) -> float:
-        """What the start's heads took to train in the workspace's run (features included)."""
-        return sum(_RECORDED_SECONDS[title](path) for title, path in self.start_paths.items())
+    def training_seconds(self) -> dict[str, float]:
+        """What each of the start's heads took to train in the workspace's run, by title."""
+        return {title: _RECORDED_SECONDS[title](path) for title, path in self.start_paths.items()}
+
+    def available(self, config: PipelineConfig) -> set[str]:
+        """The titles of ``config``'s heads that exist, needing no training."""
+        return set(self._available(config))
 
     def training_images(self, config: PipelineConfig) -> int:
         return len(self._training_ids(config))
