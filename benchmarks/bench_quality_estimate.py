@@ -5,10 +5,11 @@ those with one (a bootstrap over the sampled images, ``tuning/scores.py``).
 Here a `bench_tune.py` root, whose full dataset keeps every true mask, plays
 that many times: a random sample of 30 or 60 images is "the ones with true
 masks", the estimate is made from them as the report makes it, and checked
-against the mIoU of all the other images under the workspace's current final
-masks. Printed per sample size: the share of intervals holding that figure
-(90% promised), the mean error of the estimate and its spread, and the mean
-interval width.
+against the mIoU of all the other images, under the final masks the
+workspace holds now (those of its last run: `wsss run` it with the config to
+check first; bench_tune.py leaves the tuned run's). Printed per sample size:
+the share of intervals holding that figure (90% promised), the mean error of
+the estimate and its spread, and the mean interval width.
 
     .venv/bin/python benchmarks/bench_quality_estimate.py --root devsets/tune
 """

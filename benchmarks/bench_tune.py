@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsss_core.data.demo import generate_demo_dataset
 from wsss_core.data.scenes import generate_scenes_dataset
-from wsss_core.stages.tune_output import DECLINED_MARK
+from wsss_core.stages.tune_output import found_settings
 
 IMAGES = 600
 WITH_MASKS = 60
@@ -80,14 +80,6 @@ def wsss(*args: str) -> str:
         if line.startswith(("warning", "not applied")):
             print(f"  {line}")
     return done.stdout
-
-
-def found_settings(tuned_text: str) -> str | None:
-    """The settings a declined tuned file holds commented out, as a config; else None."""
-    if DECLINED_MARK not in tuned_text:
-        return None
-    body = tuned_text.split("{}\n", 1)[1]
-    return "".join(line.removeprefix("# ") + "\n" for line in body.splitlines())
 
 
 def final_miou_with(workspace: Path, config_file: Path, full: Path, hidden: list[str]) -> float:

@@ -66,21 +66,21 @@ MIN_GAIN = 0.003  # tuning-set mIoU a change must add: smaller gains are noise o
 # that a few images carry does not carry over to the held-out ones.
 MIN_CONFIDENCE = 0.9
 # The held-out check computes the maps of two configs over the held-out images;
-# the search keeps this many times the first candidate's (all-stage) cost for it.
+# the search keeps this many times the start settings' cost on the tuning images for it.
 HELD_OUT_RESERVE = 2.5
 # ... and time to train the heads of the settings it chose, once: this many times what
 # the workspace's heads took in its run, plus the maps they learn from (a head's time
 # is given back once the settings have it and no later grid can change it).
 HEAD_RESERVE = 1.2
+MAPS_RESERVE = "maps"  # the reserve key of the maps the heads learn from
 
 
 @dataclass(frozen=True)
 class Trial:
     grid: str
     changes: dict[str, Any]  # the grid's values in this trial
-    miou: float  # on the tuning images, of the grid's scored stage (heads_left_out off)
+    miou: float  # on the tuning images, of the grid's scored stage (see heads_left_out)
     seconds: float
-    heads_left_out: tuple[str, ...] = ()  # head titles the grid was scored without
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,9 @@ def search_settings(
 
     ``reserve_share``: held-out images per tuning image, to keep time for the
     held-out check (see :data:`HELD_OUT_RESERVE`); ``grids``: default
-    ``tuning.space.grids_for(start)``; ``heads``: default the workspace's
-    (module docstring).
+    ``tuning.space.grids_for(start)``; ``heads``: default a
+    :class:`TuneHeads` of the workspace, which needs the heads a run of
+    ``start`` trained (a clear error without them).
     """
     say = log or (lambda _: None)
     started = time.perf_counter()
@@ -230,9 +231,12 @@ def search_settings(
     grids = grids_for(start) if grids is None else grids
     total = sum(len(list(grid.candidates(start))) for grid in grids)
     bar = tqdm(total=total, desc="tune", unit="setting", disable=not show_progress)
-    deadline = started + budget_seconds
+    # The checks' time, from the start settings' full cost (their heads on) on these images.
+    start_seconds = _timed(lambda: scorer.scores(start, FINAL_STAGE))
+    reserves = _head_reserves(heads, start, start_seconds / max(len(tuning), 1))
+    deadline = started + budget_seconds - sum(reserves.values())
+    deadline -= HELD_OUT_RESERVE * reserve_share * start_seconds
     finished = True
-    reserves: dict[str, float] = {}  # head title -> time kept to train it for the result
     for index, grid in enumerate(grids):
         incumbent: ImageScores | None = None
         left_out = heads_left_out(grid, best, heads.model_hash)
@@ -245,11 +249,7 @@ def search_settings(
             assert candidate is not None  # Grid.candidates yields valid settings only
             scores = scorer.scores(_without_heads(candidate, left_out), grid.scored_stage)
             seconds = time.perf_counter() - now
-            if not trials:  # the first trial computed every stage it scores: the checks' cost
-                deadline -= HELD_OUT_RESERVE * reserve_share * seconds
-                reserves = _head_reserves(heads, start, seconds / max(len(tuning), 1))
-                deadline -= sum(reserves.values())
-            trials.append(Trial(grid.name, changes, _miou(scores), seconds, left_out))
+            trials.append(Trial(grid.name, changes, _miou(scores), seconds))
             bar.update(1)
             if incumbent is None:  # the grid's first candidate is the current setting
                 incumbent = scores
@@ -262,12 +262,15 @@ def search_settings(
         if incumbent is not None:
             without = f", scored without the {' and '.join(left_out)}" if left_out else ""
             say(f"{grid.name}: best {_miou(incumbent):.4f} ({_describe(grid.keys, best)}{without})")
-        # A head the result already has, and no later grid retrains, needs no more time.
-        later = set().union(
-            *(retrained_heads(g, best, heads.model_hash) for g in grids[index + 1 :])
-        )
-        for title in heads.available(best) - later:
+        # A head the result already has, and no later grid retrains, needs no more time;
+        # the maps they learn from, once every head is so.
+        later_grids = grids[index + 1 :]
+        later = set().union(*(retrained_heads(g, best, heads.model_hash) for g in later_grids))
+        settled = heads.available(best) - later
+        for title in settled:
             deadline += reserves.pop(title, 0.0)
+        if settled >= set(config_heads(best)):
+            deadline += reserves.pop(MAPS_RESERVE, 0.0)
     bar.close()
     return SearchResult(start, best, tuple(trials), time.perf_counter() - started, finished)
 
@@ -313,18 +316,24 @@ def _without_heads(config: PipelineConfig, titles: Sequence[str]) -> PipelineCon
 def _head_reserves(
     heads: TuneHeads, start: PipelineConfig, per_image_seconds: float
 ) -> dict[str, float]:
-    """Time to train each head once for the chosen settings, by title.
+    """Time to train each head once for the chosen settings, by title, and their maps.
 
     Each head as long as the workspace's took, with a margin; the maps they
-    learn from once (with the first head), at the first candidate's cost per image.
+    learn from (:data:`MAPS_RESERVE`) at the start settings' cost per image.
     """
     reserves = {
         title: HEAD_RESERVE * seconds for title, seconds in heads.training_seconds().items()
     }
     if reserves:
-        first = next(iter(reserves))
-        reserves[first] += HEAD_RESERVE * per_image_seconds * heads.training_images(start)
+        maps = per_image_seconds * heads.training_images(start)
+        reserves[MAPS_RESERVE] = HEAD_RESERVE * maps
     return reserves
+
+
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
 
 
 def held_out_report(

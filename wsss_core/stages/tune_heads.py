@@ -7,9 +7,11 @@ head's lineage. So for any config, :meth:`TuneHeads.frozen` gives:
 
 - the workspace's head of that lineage, when a run trained one (what the
   next run reuses);
-- else one trained here as a run trains it, on the same images, under
-  ``WS/tune/<training images>/`` and kept across calls. Only the maps the
-  heads learn from are computed for it (not the final masks).
+- else one trained here as a run trains it, on the same images (when both
+  heads' ``train_images`` agree, as by default; else each picks its spread
+  from the larger count's), under ``WS/tune/<training images>/``, kept across
+  calls. Only the maps the heads learn from are computed for it (not the
+  final masks).
 
 A head trained on the few tuning images instead would be weaker than any
 run's, and a head kept from other settings scores what no run will do: a
@@ -89,14 +91,17 @@ class TuneHeads:
                 )
         self.records = read_manifest(workspace).records  # tune holds the workspace lock
         self._keys: dict[int, str] = {}  # training image count -> images key
-        self.start_paths = self._available(start)
+        self.start_paths = self._paths(start)
 
     def frozen(self, config: PipelineConfig) -> FrozenHeads:
         """The heads of ``config``'s lineages, training here those no run has trained."""
-        paths = self._available(config)
+        paths = self._paths(config)
         if set(paths) != set(config_heads(config)):
             self._train(config, paths)
-            paths = self._available(config)
+            paths = self._paths(config)
+        missing = set(config_heads(config)) - set(paths)
+        if missing:  # else a view would train it on the few images it scores
+            raise RuntimeError(f"tune: {', '.join(sorted(missing))} not found after training")
         return FrozenHeads(paths.get(AFFINITY_HEAD), paths.get(SELF_TRAINING_HEAD))
 
     def training_seconds(self) -> dict[str, float]:
@@ -105,14 +110,15 @@ class TuneHeads:
 
     def available(self, config: PipelineConfig) -> set[str]:
         """The titles of ``config``'s heads that exist, needing no training."""
-        return set(self._available(config))
+        return set(self._paths(config))
 
     def training_images(self, config: PipelineConfig) -> int:
+        """How many images ``config``'s heads learn from (the maps trained for them)."""
         return len(self._training_ids(config))
 
-    def _available(self, config: PipelineConfig) -> dict[str, Path]:
+    def _paths(self, config: PipelineConfig) -> dict[str, Path]:
         """Each of ``config``'s heads that exists: the workspace's first, else tune's own."""
-        found = {}
+        found: dict[str, Path] = {}
         for title, path_of in config_heads(config).items():
             for where in (self.workspace, self._view(config)):
                 path = path_of(where, config, self.model_hash)

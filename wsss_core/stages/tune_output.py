@@ -19,6 +19,7 @@ from wsss_core.tuning.space import with_changes
 
 TUNED_SOURCE = "tuned"
 DECLINED_MARK = "Not recommended:"  # heads a tuned file whose keys are commented out
+FOUND_MARK = "# The settings found, commented out (uncomment them to use them anyway):"
 
 
 def provenance(result: TuneResult) -> list[str]:
@@ -59,13 +60,18 @@ def write_tuned_file(result: TuneResult, path: Path) -> Path:
     if not changes:
         header += "# No setting beat the current ones: nothing to change.\n"
     elif objection:
-        header += (
-            f"# {DECLINED_MARK} {objection}. The settings found are below, commented out:\n"
-            "# uncomment them to use them anyway.\n"
-        )
-        body = "{}\n" + "".join(f"# {line}\n" for line in body.splitlines())
+        header += f"# {DECLINED_MARK} {objection}.\n{FOUND_MARK}\n"
+        body = "".join(f"# {line}\n" for line in body.splitlines())
     write_text_atomic(path, header + body)
     return path
+
+
+def found_settings(tuned_text: str) -> str | None:
+    """The settings a declined tuned file holds commented out, as YAML; None if not declined."""
+    if FOUND_MARK not in tuned_text:
+        return None
+    lines = tuned_text.split(FOUND_MARK + "\n", 1)[1].splitlines()
+    return "".join(line.removeprefix("# ") + "\n" for line in lines)
 
 
 def held_out_objection(result: TuneResult) -> str | None:
