@@ -45,7 +45,7 @@ from wsss_core.stages.compare_images import write_images_manifest
 from wsss_core.stages.evaluate_stage import stage_predictions
 from wsss_core.stages.tune_heads import HEAD_SECTION, TuneHeads, acts_on, head_lineages
 from wsss_core.store.atomic import remove_leftover_temp_files
-from wsss_core.store.comparison import ComparisonLayout
+from wsss_core.store.comparison import ComparisonLayout, ShardCost
 from wsss_core.store.lock import workspace_lock
 from wsss_core.store.workspace import Workspace
 from wsss_core.tuning.scores import (
@@ -183,6 +183,7 @@ class _Scorer:
         heads: TuneHeads,
     ) -> None:
         self.layout, self.classifier, self.heads = layout, classifier, heads
+        self.costs: dict[str, list[ShardCost]] = {}  # per stage, of the last config scored
         self.key, manifest = write_images_manifest(
             workspace, layout, [mask.image_id for mask in masks]
         )
@@ -192,7 +193,7 @@ class _Scorer:
 
     def scores(self, config: PipelineConfig, stage: str) -> ImageScores:
         view = self.layout.view(self.key, config, self.classifier, self.heads.frozen(config))
-        compute_maps(view, config, show_progress=False)
+        _, self.costs = compute_maps(view, config, show_progress=False)
         predictions = (
             prediction
             for shard_index in range(shard_count(view, config))
@@ -233,7 +234,7 @@ def search_settings(
     bar = tqdm(total=total, desc="tune", unit="setting", disable=not show_progress)
     # The checks' time, from the start settings' full cost (their heads on) on these images.
     start_seconds = _timed(lambda: scorer.scores(start, FINAL_STAGE))
-    reserves = _head_reserves(heads, start, start_seconds / max(len(tuning), 1))
+    reserves = _head_reserves(heads, start, _head_maps_seconds(scorer.costs))
     deadline = started + budget_seconds - sum(reserves.values())
     deadline -= HELD_OUT_RESERVE * reserve_share * start_seconds
     finished = True
@@ -241,6 +242,7 @@ def search_settings(
         incumbent: ImageScores | None = None
         left_out = heads_left_out(grid, best, heads.model_hash)
         for changes in grid.candidates(best):
+            deadline += _settled_reserves(reserves, heads, best, grids[index:])
             now = time.perf_counter()
             if now >= deadline:
                 finished = False
@@ -262,15 +264,7 @@ def search_settings(
         if incumbent is not None:
             without = f", scored without the {' and '.join(left_out)}" if left_out else ""
             say(f"{grid.name}: best {_miou(incumbent):.4f} ({_describe(grid.keys, best)}{without})")
-        # A head the result already has, and no later grid retrains, needs no more time;
-        # the maps they learn from, once every head is so.
-        later_grids = grids[index + 1 :]
-        later = set().union(*(retrained_heads(g, best, heads.model_hash) for g in later_grids))
-        settled = heads.available(best) - later
-        for title in settled:
-            deadline += reserves.pop(title, 0.0)
-        if settled >= set(config_heads(best)):
-            deadline += reserves.pop(MAPS_RESERVE, 0.0)
+        deadline += _settled_reserves(reserves, heads, best, grids[index + 1 :])
     bar.close()
     return SearchResult(start, best, tuple(trials), time.perf_counter() - started, finished)
 
@@ -318,8 +312,9 @@ def _head_reserves(
 ) -> dict[str, float]:
     """Time to train each head once for the chosen settings, by title, and their maps.
 
-    Each head as long as the workspace's took, with a margin; the maps they
-    learn from (:data:`MAPS_RESERVE`) at the start settings' cost per image.
+    Each head as long as the workspace's took (the self-training head's time
+    holds its first passes), with a margin; the maps they learn from
+    (:data:`MAPS_RESERVE`) at the start settings' cost per image of them.
     """
     reserves = {
         title: HEAD_RESERVE * seconds for title, seconds in heads.training_seconds().items()
@@ -328,6 +323,31 @@ def _head_reserves(
         maps = per_image_seconds * heads.training_images(start)
         reserves[MAPS_RESERVE] = HEAD_RESERVE * maps
     return reserves
+
+
+def _settled_reserves(
+    reserves: dict[str, float], heads: TuneHeads, best: PipelineConfig, grids_left: Sequence[Grid]
+) -> float:
+    """Take out and return the time kept for heads the result has and no grid left retrains.
+
+    The maps they learn from are given back once that holds for every head.
+    """
+    later = set().union(*(retrained_heads(g, best, heads.model_hash) for g in grids_left))
+    settled = heads.available(best) - later
+    freed = sum(reserves.pop(title, 0.0) for title in settled)
+    if settled >= set(config_heads(best)):
+        freed += reserves.pop(MAPS_RESERVE, 0.0)
+    return freed
+
+
+def _head_maps_seconds(costs: dict[str, list[ShardCost]]) -> float:
+    """Seconds per image of the maps the heads learn from (every stage before the crf)."""
+    total = 0.0
+    for stage, shard_costs in costs.items():
+        images = sum(cost.images for cost in shard_costs)
+        if stage != FINAL_STAGE and images:
+            total += sum(cost.seconds for cost in shard_costs) / images
+    return total
 
 
 def _timed(work: Callable[[], object]) -> float:
