@@ -22,29 +22,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wsss_core.data.images import load_label_map
 from wsss_core.metrics import mean_iou
-from wsss_core.tuning.scores import LEVEL, ImageScores, estimate
+from wsss_core.tuning.scores import LEVEL, ImageScores, estimate, score_images
 
 
-def confusions(root: Path) -> tuple[list[str], np.ndarray]:
-    """Per image ``[L, L + 1]`` counts of the workspace's final masks against the full truth."""
+def confusions(root: Path) -> ImageScores:
+    """The workspace's final masks against the full truth, counted as the report counts them."""
     full, masks = root / "full", root / "workspace" / "masks"
     labels = 1 + len((full / "classes.txt").read_text().split())
     ids = sorted(path.stem for path in (full / "images").glob("*"))
-    matrices = []
-    for image_id in ids:
-        pred = np.asarray(Image.open(masks / f"{image_id}.png")).astype(np.int64)
-        truth = np.asarray(Image.open(full / "masks" / f"{image_id}.png")).astype(np.int64)
-        scored = truth != 255
-        column = np.where(pred[scored] == 255, labels, pred[scored])
-        counts = np.zeros((labels, labels + 1), np.int64)
-        np.add.at(counts, (truth[scored], column), 1)
-        matrices.append(counts)
-    return ids, np.stack(matrices)
+    truth = {image_id: str(full / "masks" / f"{image_id}.png") for image_id in ids}
+    predictions = ((image_id, load_label_map(masks / f"{image_id}.png")) for image_id in ids)
+    return score_images(predictions, truth, labels)
 
 
 def main() -> None:
@@ -53,7 +46,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[30, 60])
     parser.add_argument("--samples", type=int, default=200, help="random samples per size")
     args = parser.parse_args()
-    ids, matrices = confusions(args.root)
+    scored = confusions(args.root)
+    ids, matrices = scored.image_ids, scored.matrices
     everything = float(mean_iou(matrices.sum(0)))
     print(f"{args.root}: {len(ids)} images, final mIoU of all {everything:.4f}")
     print("| true masks | interval holds the rest's mIoU | mean error | error sd | width |")

@@ -82,9 +82,10 @@ def wsss(*args: str) -> str:
     return done.stdout
 
 
-def final_miou_with(workspace: Path, config_file: Path, full: Path, hidden: list[str]) -> float:
+def final_miou_with(
+    workspace: Path, config_file: Path, full: Path, hidden: list[str], labels: int
+) -> float:
     wsss("run", "--workspace", str(workspace), "--config", str(config_file), "--no-publish")
-    labels = 1 + len((full / "classes.txt").read_text().split())
     return outside_miou(workspace / "masks", full / "masks", hidden, labels)
 
 
@@ -137,12 +138,12 @@ def main() -> None:
     gain = re.search(r"gain\s+([+-][0-9.]+)", printed)
     tuned_file = workspace / "tune" / "tuned.yaml"
     found = found_settings(tuned_file.read_text())
-    after = final_miou_with(workspace, tuned_file, full, hidden)
+    after = final_miou_with(workspace, tuned_file, full, hidden, labels)
     found_after = after
     if found is not None:
         found_file = root / "found.yaml"
         found_file.write_text(found)
-        found_after = final_miou_with(workspace, found_file, full, hidden)
+        found_after = final_miou_with(workspace, found_file, full, hidden, labels)
     (workspace / "config.yaml").write_text(saved)  # the next bench run starts from the defaults
 
     figures = {

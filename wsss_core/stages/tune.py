@@ -332,6 +332,8 @@ def _settled_reserves(
 
     The maps they learn from are given back once that holds for every head.
     """
+    if not reserves:  # all given back (or no head): skip the lineages of every grid left
+        return 0.0
     later = set().union(*(retrained_heads(g, best, heads.model_hash) for g in grids_left))
     settled = heads.available(best) - later
     freed = sum(reserves.pop(title, 0.0) for title in settled)

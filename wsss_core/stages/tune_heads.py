@@ -119,8 +119,11 @@ class TuneHeads:
     def _paths(self, config: PipelineConfig) -> dict[str, Path]:
         """Each of ``config``'s heads that exists: the workspace's first, else tune's own."""
         found: dict[str, Path] = {}
+        if not config_heads(config):
+            return found
+        places = (self.workspace, self._view(config))
         for title, path_of in config_heads(config).items():
-            for where in (self.workspace, self._view(config)):
+            for where in places:
                 path = path_of(where, config, self.model_hash)
                 if path.exists():
                     found[title] = path
