@@ -42,12 +42,17 @@ Run from the repository root (``--only`` one dataset, e.g. one per core)::
     .venv/bin/python benchmarks/bench_self_training.py --root devsets
     .venv/bin/python benchmarks/bench_self_training.py --digits WS1 --scenes WS2
     .venv/bin/python benchmarks/bench_self_training.py --root devsets --timing
+    .venv/bin/python benchmarks/bench_self_training.py --timing --configs defaults "issue 11"
+
+``--configs`` compares only those (the defaults and issue 11 always), e.g. to
+time a change of the code against issue 11 in a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench_defaults import DATASETS, ensure_workspace, save_changed_masks
@@ -105,10 +110,15 @@ def configs() -> dict[str, PipelineConfig]:
     }
 
 
-def report(dataset: str, workspace: Workspace, timing: bool) -> list[dict[str, str]]:
+def report(
+    dataset: str, workspace: Workspace, timing: bool, only: Sequence[str] = ()
+) -> list[dict[str, str]]:
     compared = configs()
     if timing:
         compared = {name: compared[name] for name in TIMING_CONFIGS}
+    if only:
+        kept = {BASELINE, ISSUE_11, *only}
+        compared = {name: config for name, config in compared.items() if name in kept}
     measured = results(dataset, workspace, compared, None, TIMING_FOLDER if timing else "")
     base = next(r for r in measured if r.recipe == BASELINE)
     issue_11 = next(r for r in measured if r.recipe == ISSUE_11)
@@ -152,11 +162,19 @@ def main() -> None:
         action="store_true",
         help=f"only {', '.join(TIMING_CONFIGS)}, timed in one run (WS/compare/{TIMING_FOLDER})",
     )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=(),
+        choices=list(configs()),
+        metavar="NAME",
+        help=f"only these configs, besides {BASELINE} and {ISSUE_11}",
+    )
     args = parser.parse_args()
     table = []
     for dataset in [args.only] if args.only else DATASETS:
         path = getattr(args, dataset) or args.root / dataset
-        table += report(dataset, ensure_workspace(path, dataset), args.timing)
+        table += report(dataset, ensure_workspace(path, dataset), args.timing, args.configs)
     print()
     print(text_table(table))
 

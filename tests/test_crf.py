@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsss_core.crf import CrfParams, CrfResult, refine_with_crf
+from wsss_core.crf import CrfParams, CrfResult, ImageCrf, refine_with_crf
 
 SIZE = 64
 
@@ -130,3 +130,16 @@ def test_params_are_validated_and_frozen() -> None:
         CrfParams(bilateral_srgb=0)
     with pytest.raises(ValueError, match="min_confidence"):
         refine_with_crf(np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 2)), [0], min_confidence=2)
+
+
+def test_one_image_crf_refines_many_unaries_as_fresh_ones_would() -> None:
+    image, probs, _ = _scene(seed=2)
+    crf = ImageCrf(image)
+    shifted = np.stack([probs[0] ** 2, probs[1]]).astype(np.float32)
+    three = np.stack([probs[0], probs[1] * 0.5, probs[1] * 0.5]).astype(np.float32)
+    for unary, ids in ((probs, [0]), (shifted, [0]), (three, [1, 4]), (probs, [3])):
+        reused, fresh = crf.refine(unary, ids), refine_with_crf(image, unary, ids)
+        np.testing.assert_array_equal(reused.labels, fresh.labels)
+        np.testing.assert_array_equal(reused.confidence, fresh.confidence)
+    with pytest.raises(ValueError, match="does not match"):
+        crf.refine(np.ones((2, 8, 8), np.float32), [0])

@@ -199,7 +199,7 @@ def test_a_failing_shard_is_reported_and_the_others_keep_their_results(
     config_file = _write_config(tmp_path / "crf.yaml", crf={"iterations": 4})
     with monkeypatch.context() as patch:
         _out_of_memory_on(
-            patch, "wsss_core.stages.crf_stage", "refine_best_background", {victim.uri}
+            patch, "wsss_core.stages.first_pass", "refine_best_background", {victim.uri}
         )
         state, result = label_run(workspace.root, config_file)
     assert state.is_failed()
@@ -283,7 +283,7 @@ def test_the_cli_names_a_failed_shard_and_exits_1(trained, tmp_path, capsys, mon
     config_file = _write_config(tmp_path / "crf.yaml", crf={"iterations": 5})
     with monkeypatch.context() as patch:
         _out_of_memory_on(
-            patch, "wsss_core.stages.crf_stage", "refine_best_background", {victim.uri}
+            patch, "wsss_core.stages.first_pass", "refine_best_background", {victim.uri}
         )
         code = main(["label", "--workspace", str(workspace.root), "--config", config_file])
     captured = capsys.readouterr()
@@ -401,18 +401,44 @@ def _final_masks(workspace: Workspace) -> dict[str, np.ndarray]:
     }
 
 
-def test_self_training_trains_its_head_once_and_gives_the_same_masks_on_dask(trained, tmp_path):
+def test_self_training_trains_its_head_once_and_gives_the_same_masks_on_dask(
+    trained, tmp_path, monkeypatch
+):
     from flows.runners import RunnerOptions, prefect_api_for_workers
+    from wsss_core.stages import crf_stage
+    from wsss_core.stages.first_pass import first_passes_path
 
     workspace = Workspace(tmp_path / "self-training")
     shutil.copytree(trained["snapshot"].root, workspace.root)
     config_file = _write_config(tmp_path / "self.yaml", self_training=SELF_TRAINING)
+    computed: list[str] = []  # the crf stage's own first passes
+
+    def counted(image, cams, *args):
+        computed.append(cams.image_id)
+        return real_first_pass(image, cams, *args)
+
+    real_first_pass = crf_stage.first_pass_mask
+    monkeypatch.setattr(crf_stage, "first_pass_mask", counted)
     state, first = label_run(workspace.root, config_file)
     assert state.is_completed(), state.message
     assert first.computed_shards == {"cam": 0, "seeds": 0, "grown": 0, "crf": 3}
-    assert len(list((workspace.models_dir / "segmentation").glob("*.pt"))) == 1
+    heads = list((workspace.models_dir / "segmentation").glob("*.pt"))
+    assert len(heads) == 1
     masks = _final_masks(workspace)
     assert len(masks) == IMAGES - HELD_BACK
+    # The head's 12 training images take the first passes it learnt from; the rest compute theirs.
+    kept = pq.read_table(first_passes_path(heads[0]), columns=["image_id"])["image_id"]
+    assert len(kept) == SELF_TRAINING["train_images"]
+    assert sorted(computed) == sorted(set(masks) - set(kept.to_pylist()))
+    # ... and they are what the crf stage computes: the same masks without them.
+    first_passes_path(heads[0]).unlink()
+    shutil.rmtree(workspace.maps_dir("crf"))
+    computed.clear()
+    state, _ = label_run(workspace.root, config_file)
+    assert state.is_completed(), state.message
+    assert sorted(computed) == sorted(masks)
+    for image_id, labels in _final_masks(workspace).items():
+        np.testing.assert_array_equal(labels, masks[image_id], err_msg=image_id)
     # The mix weight is the second pass's: the crf again, with the same head.
     mix_file = _write_config(
         tmp_path / "mix.yaml", self_training={**SELF_TRAINING, "head_weight": 0.3}

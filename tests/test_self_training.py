@@ -134,3 +134,40 @@ def test_the_head_lineage_follows_the_first_pass_and_training_not_the_mix() -> N
     assert changed(self_training={"enabled": True, "cpu_threads": 2}) == lineage
     assert changed(crf={"bilateral_srgb": 7.0}) != lineage  # other first-pass masks
     assert head_lineage(on, "another classifier") != lineage
+
+
+def test_a_kept_first_pass_is_used_only_for_the_inputs_and_head_it_was_made_for(tmp_path) -> None:
+    from wsss_core.data.manifest import ImageRecord
+    from wsss_core.stages.first_pass import (
+        FirstPass,
+        KeptFirstPasses,
+        first_passes_path,
+        inputs_digest,
+        write_first_passes,
+    )
+    from wsss_core.store.maps import CamRecord
+
+    rng = np.random.default_rng(0)
+    record = ImageRecord("img", "img.png", 6, 4, (2,), "train", "ab" * 32)
+    cams = CamRecord("img", (2,), rng.random((1, 4, 6), dtype=np.float32))
+    grown = rng.integers(0, 4, (4, 6), dtype=np.uint8)
+    first = FirstPass(grown.copy(), None, (2,), 0.7)
+    path = first_passes_path(tmp_path / "abc.pt")
+    assert path.name == "abc.first-passes.parquet"
+    assert KeptFirstPasses(path, "abc").get(record, cams, grown) is None  # none kept yet
+    write_first_passes(path, "abc", [("img", inputs_digest(record, cams, grown), first)])
+    got = KeptFirstPasses(path, "abc").get(record, cams, grown)
+    assert got is not None and got.recovered == (2,) and got.background_power == 0.7
+    np.testing.assert_array_equal(got.labels, first.labels)
+    other_cams = CamRecord("img", (2,), cams.cams + np.float32(1e-3))
+    changed_file = ImageRecord("img", "img.png", 6, 4, (2,), "train", "cd" * 32)
+    kept = KeptFirstPasses(path, "abc")
+    assert kept.get(record, other_cams, grown) is None
+    assert kept.get(record, cams, grown[::-1].copy()) is None
+    assert kept.get(changed_file, cams, grown) is None
+    assert (
+        kept.get(ImageRecord("new", "new.png", 6, 4, (2,), "train", "ab" * 32), cams, grown) is None
+    )
+    assert KeptFirstPasses(path, "another head").get(record, cams, grown) is None
+    path.write_bytes(b"not parquet")  # a damaged file is only recomputation
+    assert KeptFirstPasses(path, "abc").get(record, cams, grown) is None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from wsss_core.crf import CrfParams, CrfResult, refine_with_crf
+from wsss_core.crf import CrfParams, CrfResult, ImageCrf
 from wsss_core.probability import UNKNOWN, anchor_probabilities, probability_map
 
 __all__ = ["BackgroundChoice", "edge_strength", "outline_edge_strength", "refine_best_background"]
@@ -93,14 +93,14 @@ def refine_best_background(
     """
     if not powers:
         raise ValueError("powers must name at least one background power")
-    params = params or CrfParams()
+    crf = ImageCrf(image, params or CrfParams())  # one set of kernels for every power
     strength = edge_strength(image) if len(powers) > 1 else None
     best: BackgroundChoice | None = None
     for power in powers:
         probs = probability_map(cams, background_power=power)
         if anchor is not None:
             probs = anchor_probabilities(probs, anchor[0], class_ids, confidence=anchor[1])
-        result = refine_with_crf(image, probs, class_ids, params, min_confidence)
+        result = crf.refine(probs, class_ids, min_confidence)
         score = NO_OUTLINE if strength is None else outline_edge_strength(result.labels, strength)
         if best is None or score > best.outline_strength:
             best = BackgroundChoice(result, float(power), score)

@@ -25,7 +25,7 @@ import pydensecrf.densecrf as dcrf
 from wsss_core.config import CrfParams
 from wsss_core.probability import UNKNOWN, channel_to_label, check_class_ids
 
-__all__ = ["CrfParams", "CrfResult", "refine_with_crf"]
+__all__ = ["CrfParams", "CrfResult", "ImageCrf", "refine_with_crf"]
 
 # Probability floor before the log: -log(1e-5) ~ 11.5 caps how strongly a unary
 # can forbid a label (pydensecrf.utils.unary_from_softmax uses the same).
@@ -59,39 +59,74 @@ def refine_with_crf(
         params: CRF parameters; the pipeline's ``crf`` section (a ``CrfConfig``) will do.
         min_confidence: if set, pixels whose marginal is below it become 255 (unknown).
     """
-    ids = check_class_ids(class_ids)
-    probs = _check_probs(probs, len(ids))
-    rgb = _as_uint8_rgb(image, probs.shape[1:])
-    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
-
-    marginals = _mean_field(rgb, probs, params)
-    best = marginals.argmax(axis=0)
-    confidence = np.take_along_axis(marginals, best[None], axis=0)[0]
-    confidence = np.clip(confidence, 0.0, 1.0).astype(np.float32)
-    labels = channel_to_label(ids)[best]
-    if min_confidence is not None:
-        labels[confidence < min_confidence] = UNKNOWN
-    return CrfResult(labels=labels, confidence=confidence)
+    return ImageCrf(image, params).refine(probs, class_ids, min_confidence)
 
 
-def _mean_field(rgb: np.ndarray, probs: np.ndarray, params: CrfParams) -> np.ndarray:
-    """Run DenseCRF2D inference; returns marginals ``float32 [n_labels, H, W]``."""
-    n_labels, h, w = probs.shape
-    if n_labels == 1:  # only background is possible; pydensecrf adds nothing here
-        return np.ones((1, h, w), dtype=np.float32)
-    crf = dcrf.DenseCRF2D(w, h, n_labels)
-    unary = -np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)).reshape(n_labels, h * w)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
-    crf.addPairwiseBilateral(
-        sxy=params.bilateral_sxy,
-        srgb=params.bilateral_srgb,
-        rgbim=rgb,
-        compat=params.bilateral_compat,
-    )
-    q = crf.inference(int(params.iterations))
-    return np.asarray(q, dtype=np.float32).reshape(n_labels, h, w)
+class ImageCrf:
+    """One image's dense CRF: its pairwise kernels built once, then any number of unaries.
+
+    Building the kernels (the appearance term's permutohedral lattice) is about a
+    fifth of a refinement at 128-192 px, and the crf stage refines each image
+    once per candidate background power. pydensecrf starts every inference from
+    the unary it is given, so each :meth:`refine` returns exactly what
+    :func:`refine_with_crf` would (tested).
+    """
+
+    def __init__(self, image: np.ndarray, params: CrfParams = DEFAULT_PARAMS) -> None:
+        self.rgb = _as_uint8_rgb(image)
+        self.params = params
+        self._models: dict[int, dcrf.DenseCRF2D] = {}  # by label count
+
+    def refine(
+        self,
+        probs: np.ndarray,
+        class_ids: Sequence[int],
+        min_confidence: float | None = None,
+    ) -> CrfResult:
+        """Refine ``probs`` ``[K + 1, H, W]`` (arguments as :func:`refine_with_crf`)."""
+        ids = check_class_ids(class_ids)
+        probs = _check_probs(probs, len(ids))
+        if probs.shape[1:] != self.rgb.shape[:2]:
+            raise ValueError(
+                f"image size {self.rgb.shape[:2]} does not match probs {tuple(probs.shape[1:])}"
+            )
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
+
+        marginals = self._mean_field(probs)
+        best = marginals.argmax(axis=0)
+        confidence = np.take_along_axis(marginals, best[None], axis=0)[0]
+        confidence = np.clip(confidence, 0.0, 1.0).astype(np.float32)
+        labels = channel_to_label(ids)[best]
+        if min_confidence is not None:
+            labels[confidence < min_confidence] = UNKNOWN
+        return CrfResult(labels=labels, confidence=confidence)
+
+    def _mean_field(self, probs: np.ndarray) -> np.ndarray:
+        """DenseCRF2D inference; marginals ``float32 [n_labels, H, W]``."""
+        n_labels, h, w = probs.shape
+        if n_labels == 1:  # only background is possible; pydensecrf adds nothing here
+            return np.ones((1, h, w), dtype=np.float32)
+        unary = -np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)).reshape(n_labels, h * w)
+        crf = self._model(n_labels)
+        crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+        q = crf.inference(int(self.params.iterations))
+        return np.asarray(q, dtype=np.float32).reshape(n_labels, h, w)
+
+    def _model(self, n_labels: int) -> dcrf.DenseCRF2D:
+        if n_labels not in self._models:
+            h, w = self.rgb.shape[:2]
+            crf = dcrf.DenseCRF2D(w, h, n_labels)
+            params = self.params
+            crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
+            crf.addPairwiseBilateral(
+                sxy=params.bilateral_sxy,
+                srgb=params.bilateral_srgb,
+                rgbim=self.rgb,
+                compat=params.bilateral_compat,
+            )
+            self._models[n_labels] = crf
+        return self._models[n_labels]
 
 
 def _check_probs(probs: np.ndarray, k: int) -> np.ndarray:
@@ -111,13 +146,11 @@ def _check_probs(probs: np.ndarray, k: int) -> np.ndarray:
     return probs
 
 
-def _as_uint8_rgb(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
     """C-contiguous uint8 ``[H, W, 3]`` copy-or-view of ``image`` (see refine_with_crf)."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be RGB with shape [H, W, 3], got {image.shape}")
-    if image.shape[:2] != tuple(shape):
-        raise ValueError(f"image size {image.shape[:2]} does not match probs {tuple(shape)}")
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
     if image.dtype == np.bool_ or not np.issubdtype(image.dtype, np.number):

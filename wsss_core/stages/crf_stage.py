@@ -1,8 +1,8 @@
 """Stage ``crf``: the final masks (Parquet and ``masks/<image_id>.png``).
 
-Per image: dense-CRF refinement at each candidate background power, the
-best-outlined result kept (``wsss_core/background.py``), then the check that
-no labelled class vanished (``wsss_core/recovery.py``). A vanished class is
+Per image: the first pass (``wsss_core/stages/first_pass.py``): dense-CRF
+refinement at each candidate background power, the best-outlined result
+kept, then the check that no labelled class vanished. A vanished class is
 restored from the CRF of the affinity stage's walked maps when that stage is
 on, as it is by default (final mIoU +0.017 on the digits, +0.016 on the
 scenes; ARCHITECTURE.md, "Thresholds"), then from its grown region.
@@ -10,27 +10,25 @@ scenes; ARCHITECTURE.md, "Thresholds"), then from its grown region.
 With ``self_training.enabled`` that mask is a first pass: a segmentation
 head trained on the first-pass masks of the workspace's images (before the
 stage, ``wsss_core/stages/self_training_stage.py``) gives its own view, the
-two are mixed and refined by the CRF once more (:class:`SecondPass`).
+two are mixed and refined by the CRF once more (:class:`SecondPass`). The
+first passes the head learnt from are kept beside it and taken from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from wsss_core.background import refine_best_background
-from wsss_core.config import CrfConfig, PipelineConfig
+from wsss_core.config import PipelineConfig
 from wsss_core.crf import refine_with_crf
 from wsss_core.data.images import save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.model import segmentation_head as heads
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.device import cpu_threads
-from wsss_core.probability import probability_map
 from wsss_core.recovery import restore_vanished_classes
 from wsss_core.stages.common import (
     ShardOutcome,
@@ -39,63 +37,17 @@ from wsss_core.stages.common import (
     is_fresh,
     shard_records,
 )
+from wsss_core.stages.first_pass import (
+    FirstPass,
+    KeptFirstPasses,
+    first_pass_mask,
+    first_passes_path,
+)
 from wsss_core.stages.image_failures import read_image
 from wsss_core.stages.label_stage import run_label_stage
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
 from wsss_core.store.parquet_io import iter_batches
 from wsss_core.store.workspace import Workspace
-
-# Walked maps are divided by their maximum, so they read as probabilities as they are.
-WALK_BACKGROUND_POWER = 1.0
-
-
-@dataclass(frozen=True)
-class FirstPass:
-    """An image's mask from its CAMs alone: the crf stage's result without self-training."""
-
-    labels: np.ndarray  # uint8 [H, W]
-    confidence: np.ndarray  # float32 [H, W]
-    recovered: tuple[int, ...]  # classes restored after the CRF emptied them
-    background_power: float
-
-
-def first_pass_mask(
-    image: np.ndarray,
-    cams: CamRecord,
-    grown: np.ndarray,
-    walked: Callable[[], np.ndarray] | None,
-    settings: CrfConfig,
-) -> FirstPass:
-    """The CRF at each candidate background power, the best outlined one, vanished classes back.
-
-    ``walked``: gives the image's affinity maps when that stage is on (they
-    restore a vanished class before ``grown`` does); called only when a class
-    vanished, so most images never read them.
-    """
-    anchor = None if settings.anchor_confidence is None else (grown, settings.anchor_confidence)
-    choice = refine_best_background(
-        image,
-        cams.cams,
-        cams.class_ids,
-        settings.background_powers,
-        settings,
-        settings.min_confidence,
-        anchor,
-    )
-
-    def walk_region() -> np.ndarray:
-        assert walked is not None
-        walk = probability_map(walked(), WALK_BACKGROUND_POWER)
-        return refine_with_crf(image, walk, cams.class_ids, settings).labels
-
-    labels, recovered = restore_vanished_classes(
-        choice.result.labels,
-        grown,
-        cams.class_ids,
-        settings.min_kept_share,
-        walk_region if walked is not None else None,
-    )
-    return FirstPass(labels, choice.result.confidence, recovered, choice.background_power)
 
 
 def run_crf_shard(
@@ -118,10 +70,13 @@ def run_crf_shard(
         assert grown is not None
         image = read_image(record)
         walk = None if walked is None else (lambda: walked.of(record.image_id))
-        first = first_pass_mask(image, cams, grown.labels, walk, settings)
+        first = None if second_pass is None else second_pass.kept.get(record, cams, grown.labels)
+        if first is None:
+            first = first_pass_mask(image, cams, grown.labels, walk, settings)
         labels, confidence, recovered = first.labels, first.confidence, first.recovered
         if second_pass is not None:
             labels, confidence, recovered = second_pass.refine(image, cams.class_ids, first)
+        assert confidence is not None  # only a kept first pass has none, and it had a second
         save_label_map(workspace.mask_path(record.image_id), labels, palette)
         return LabelRecord(record.image_id, labels, confidence, recovered, first.background_power)
 
@@ -149,19 +104,22 @@ class SecondPass:
     The head (trained before the stage by
     :func:`wsss_core.stages.self_training_stage.ensure_segmentation_head`) and
     the classifier's trunk are loaded at the first image, so a shard that is
-    current loads neither.
+    current loads neither. ``kept``: the first passes the head learnt from.
     """
 
     def __init__(self, workspace: Workspace, config: PipelineConfig, model_hash: str) -> None:
-        self.workspace, self.config, self.model_hash = workspace, config, model_hash
+        self.workspace, self.config = workspace, config
+        lineage = heads.head_lineage(config, model_hash)
+        self.head_path = workspace.segmentation_head_path(lineage)
+        self.kept = KeptFirstPasses(first_passes_path(self.head_path), lineage)
         self._models: tuple[torch.nn.Module, heads.SegmentationHead] | None = None
 
     def _loaded(self) -> tuple[torch.nn.Module, heads.SegmentationHead]:
         if self._models is None:
             names = read_manifest(self.workspace).class_names
             checkpoint = load_checkpoint(self.workspace.model_path, "cpu", names)
-            path = heads.head_path(self.workspace, self.config, self.model_hash)
-            self._models = checkpoint.model.features, heads.load_segmentation_head(path).head
+            head = heads.load_segmentation_head(self.head_path).head
+            self._models = checkpoint.model.features, head
         return self._models
 
     def refine(

@@ -1,17 +1,19 @@
 """Before the crf stage, with self-training on: the segmentation head, trained once.
 
 Its labels are the crf stage's own first-pass masks
-(:func:`~wsss_core.stages.crf_stage.first_pass_mask`) of ``train_images``
+(:func:`~wsss_core.stages.first_pass.first_pass_mask`) of ``train_images``
 images spread over the manifest, computed here from their cam, grown and
-affinity maps: the stage then computes them again for every image (the head
-needs all of its training masks before any final mask can be made). Only
+affinity maps (the head needs all of its training masks before any final
+mask can be made). They are kept beside the head, and the crf stage takes
+those images' first passes from there instead of computing them again. Only
 shards whose upstream maps are current for this config and classifier are
 read, so a shard that failed upstream in this run never lends its older maps.
 An image without those maps, or one that fails here (an unreadable file), is
 left out of training with a line saying so, as the crf stage would skip or
 record it; the errors that are the shard's (``image_failures``) still raise.
 The head is saved under ``models/segmentation/<lineage>.pt``
-(``wsss_core/model/segmentation_head.py``).
+(``wsss_core/model/segmentation_head.py``), after its first passes
+(``<lineage>.first-passes.parquet``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from wsss_core.model.affinity_head import training_records
 from wsss_core.model.checkpoint import load_checkpoint
 from wsss_core.model.device import cpu_threads
 from wsss_core.stages.common import expected_lineage, is_fresh
-from wsss_core.stages.crf_stage import first_pass_mask
+from wsss_core.stages.first_pass import (
+    FirstPass,
+    first_pass_mask,
+    first_passes_path,
+    inputs_digest,
+    write_first_passes,
+)
 from wsss_core.stages.image_failures import ImageGuard, read_image
 from wsss_core.stages.label_stage import rows_by_id
 from wsss_core.store.maps import CamRecord, LabelRecord, read_cam_shard, read_label_shard
@@ -60,7 +68,7 @@ def ensure_segmentation_head(
     wanted = {r.image_id for r in training_records(manifest.records, settings.train_images)}
     backbone = load_checkpoint(workspace.model_path, "cpu", manifest.class_names).model.features
     upstream = ("cam", "grown", *(("affinity",) if config.affinity.enabled else ()))
-    examples = []
+    examples, first_passes = [], []
     with cpu_threads(settings.training_threads):
         for index, records in enumerate(manifest.shards(config.shard_size)):
             picked = [record for record in records if record.image_id in wanted]
@@ -96,12 +104,16 @@ def ensure_segmentation_head(
                 inputs = (record, cams[image_id], grown[image_id], walk)
                 made = guard.run(record, _example, *inputs, backbone, config, num_labels)
                 if made is not None:
-                    examples.append(made)
+                    example, first = made
+                    examples.append(example)
+                    digest = inputs_digest(record, cams[image_id], grown[image_id].labels)
+                    first_passes.append((image_id, digest, first))
             for failure in guard.failures:
                 say(f"self-training head: {failure}; left out")
         say(f"self-training head: first-pass masks and features of {len(examples)} images")
         head, _ = heads.train_segmentation_head(examples, num_labels, settings, say)
     seconds = time.perf_counter() - started
+    write_first_passes(first_passes_path(path), lineage, first_passes)
     heads.save_segmentation_head(path, head, lineage, len(examples), seconds)
     return True, seconds
 
@@ -114,11 +126,12 @@ def _example(
     backbone: torch.nn.Module,
     config: PipelineConfig,
     num_labels: int,
-) -> heads.TrainingExample:
-    """One image's first-pass mask, as the crf stage makes it, and its features."""
+) -> tuple[heads.TrainingExample, FirstPass]:
+    """One image's features and first-pass mask, as the crf stage makes that mask."""
     image = read_image(record)
     walk = None if walked is None else (lambda: walked.cams)
     first = first_pass_mask(image, cams, grown.labels, walk, config.crf)
-    return heads.training_example(
+    example = heads.training_example(
         backbone, image, first.labels, cams.class_ids, num_labels, config.self_training.input_side
     )
+    return example, first

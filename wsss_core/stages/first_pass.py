@@ -1,0 +1,175 @@
+"""The crf stage's first pass: each image's mask from its CAMs alone, and its keeping.
+
+:func:`first_pass_mask` is the crf stage's mask without self-training: the
+CRF at each candidate background power, the best outlined result kept
+(``wsss_core/background.py``), then no labelled class left vanished
+(``wsss_core/recovery.py``; restored from the CRF of the affinity stage's
+walked maps when that stage is on, then from its grown region).
+
+With self-training on, the head learns from the first passes of its training
+images before any final mask can be made, and the crf stage needs the same
+first passes again. So the head's training writes them beside the head
+(:func:`write_first_passes`, ``models/segmentation/<lineage>.first-passes.parquet``)
+and the stage takes an image's from there (:class:`KeptFirstPasses`) instead
+of computing it twice: about a third of the stage's work for those images.
+The head's lineage holds every setting a first pass depends on; each row
+also holds a digest of the image's own inputs (the file's sha256, its CAMs,
+its grown region), so a row is used only for exactly the maps it was made
+from, and a missing or unreadable file only costs the recomputation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from wsss_core.background import refine_best_background
+from wsss_core.config import CrfConfig
+from wsss_core.crf import refine_with_crf
+from wsss_core.data.manifest import ImageRecord
+from wsss_core.probability import probability_map
+from wsss_core.recovery import restore_vanished_classes
+from wsss_core.store.arrays import decode, encode
+from wsss_core.store.maps import CamRecord
+from wsss_core.store.parquet_io import read_metadata, read_table, write_table
+
+# Walked maps are divided by their maximum, so they read as probabilities as they are.
+WALK_BACKGROUND_POWER = 1.0
+
+FIRST_PASSES_KIND = "first-passes"
+FIRST_PASSES_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("inputs", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("labels", pa.binary()),
+        ("recovered", pa.list_(pa.int16())),
+        ("background_power", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """An image's mask from its CAMs alone: the crf stage's result without self-training."""
+
+    labels: np.ndarray  # uint8 [H, W]
+    # float32 [H, W]; None when read back from the head's file (the second pass makes the final's)
+    confidence: np.ndarray | None
+    recovered: tuple[int, ...]  # classes restored after the CRF emptied them
+    background_power: float
+
+
+def first_pass_mask(
+    image: np.ndarray,
+    cams: CamRecord,
+    grown: np.ndarray,
+    walked: Callable[[], np.ndarray] | None,
+    settings: CrfConfig,
+) -> FirstPass:
+    """The CRF at each candidate background power, the best outlined one, vanished classes back.
+
+    ``walked``: gives the image's affinity maps when that stage is on (they
+    restore a vanished class before ``grown`` does); called only when a class
+    vanished, so most images never read them.
+    """
+    anchor = None if settings.anchor_confidence is None else (grown, settings.anchor_confidence)
+    choice = refine_best_background(
+        image,
+        cams.cams,
+        cams.class_ids,
+        settings.background_powers,
+        settings,
+        settings.min_confidence,
+        anchor,
+    )
+
+    def walk_region() -> np.ndarray:
+        assert walked is not None
+        walk = probability_map(walked(), WALK_BACKGROUND_POWER)
+        return refine_with_crf(image, walk, cams.class_ids, settings).labels
+
+    labels, recovered = restore_vanished_classes(
+        choice.result.labels,
+        grown,
+        cams.class_ids,
+        settings.min_kept_share,
+        walk_region if walked is not None else None,
+    )
+    return FirstPass(labels, choice.result.confidence, recovered, choice.background_power)
+
+
+def inputs_digest(record: ImageRecord, cams: CamRecord, grown: np.ndarray) -> str:
+    """What an image's first pass is made from, beyond the settings: pixels, CAMs, grown region.
+
+    The walked maps follow from the pixels, the CAMs and the affinity head (in
+    the settings), so they need no place here.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(record.sha256.encode())
+    digest.update(repr((cams.class_ids, cams.cams.shape, grown.shape)).encode())
+    digest.update(np.ascontiguousarray(cams.cams, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(grown, np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+def first_passes_path(head_path: Path) -> Path:
+    """The first passes a head at ``head_path`` learnt from: ``<lineage>.first-passes.parquet``."""
+    return head_path.with_name(f"{head_path.stem}.first-passes.parquet")
+
+
+def write_first_passes(
+    path: Path, head_lineage: str, passes: Iterable[tuple[str, str, FirstPass]]
+) -> None:
+    """(image id, inputs digest, first pass) rows, atomically; written before the head itself."""
+    rows = list(passes)
+    table = pa.table(
+        {
+            "image_id": [image_id for image_id, _, _ in rows],
+            "inputs": [inputs for _, inputs, _ in rows],
+            "height": [p.labels.shape[0] for _, _, p in rows],
+            "width": [p.labels.shape[1] for _, _, p in rows],
+            "labels": [encode(p.labels, np.uint8) for _, _, p in rows],
+            "recovered": [list(p.recovered) for _, _, p in rows],
+            "background_power": [p.background_power for _, _, p in rows],
+        },
+        schema=FIRST_PASSES_SCHEMA,
+    )
+    write_table(path, table, {"kind": FIRST_PASSES_KIND, "head_lineage": head_lineage})
+
+
+class KeptFirstPasses:
+    """The first passes a head learnt from, read at the first lookup, decoded one at a time."""
+
+    def __init__(self, path: Path, head_lineage: str) -> None:
+        self.path, self.head_lineage = path, head_lineage
+        self._table: pa.Table | None = None
+        self._rows: dict[str, int] = {}  # image id -> row
+
+    def get(self, record: ImageRecord, cams: CamRecord, grown: np.ndarray) -> FirstPass | None:
+        """The image's kept first pass if it was made from exactly these inputs, else None."""
+        if self._table is None:
+            self._table = self._read()
+            self._rows = {name: i for i, name in enumerate(self._table["image_id"].to_pylist())}
+        index = self._rows.get(record.image_id)
+        if index is None:
+            return None
+        row = self._table.slice(index, 1).to_pylist()[0]
+        if row["inputs"] != inputs_digest(record, cams, grown):
+            return None
+        labels = decode(row["labels"], (row["height"], row["width"]), np.uint8)
+        return FirstPass(labels, None, tuple(row["recovered"]), row["background_power"])
+
+    def _read(self) -> pa.Table:
+        try:
+            if read_metadata(self.path).get("head_lineage") == self.head_lineage:
+                return read_table(self.path)
+        except (FileNotFoundError, ValueError, OSError):
+            pass  # none kept (a head from before them, or a damaged file): computed again
+        return FIRST_PASSES_SCHEMA.empty_table()
