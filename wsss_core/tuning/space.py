@@ -70,7 +70,11 @@ SEARCH_SPACE: tuple[Grid, ...] = (
     Grid(
         "cam scales",
         ("cam.scales", "cam.flip"),
-        _product(((1.0,), (1.0, 0.5, 1.5), (1.0, 0.5, 1.5, 2.0)), (False, True)),
+        # 0.75 widens the CAM over objects large in the frame (scenes at 256 px: first-pass
+        # mIoU +0.025 on 200 images) and over a digit's background (-0.027): data decides.
+        _product(
+            ((1.0,), (1.0, 0.5, 1.5), (1.0, 0.5, 0.75, 1.5), (1.0, 0.5, 1.5, 2.0)), (False, True)
+        ),
     ),
     Grid("cam threshold", ("cam.threshold",), _product((0.3, 0.4, 0.5, 0.6, 0.7)), CAM_STAGE),
     Grid(
