@@ -401,6 +401,14 @@ def _final_masks(workspace: Workspace) -> dict[str, np.ndarray]:
     }
 
 
+def _final_rows(workspace: Workspace) -> dict:
+    return {
+        record.image_id: record
+        for path in shard_paths(workspace.maps_dir("crf"))
+        for record in read_label_shard(path)
+    }
+
+
 def test_self_training_trains_its_head_once_and_gives_the_same_masks_on_dask(
     trained, tmp_path, monkeypatch
 ):
@@ -430,15 +438,22 @@ def test_self_training_trains_its_head_once_and_gives_the_same_masks_on_dask(
     kept = pq.read_table(first_passes_path(heads[0]), columns=["image_id"])["image_id"]
     assert len(kept) == SELF_TRAINING["train_images"]
     assert sorted(computed) == sorted(set(masks) - set(kept.to_pylist()))
-    # ... and they are what the crf stage computes: the same masks without them.
+    # ... and they are what the crf stage computes: the same rows without them.
+    rows = _final_rows(workspace)
     first_passes_path(heads[0]).unlink()
     shutil.rmtree(workspace.maps_dir("crf"))
     computed.clear()
     state, _ = label_run(workspace.root, config_file)
     assert state.is_completed(), state.message
     assert sorted(computed) == sorted(masks)
-    for image_id, labels in _final_masks(workspace).items():
-        np.testing.assert_array_equal(labels, masks[image_id], err_msg=image_id)
+    for image_id, row in _final_rows(workspace).items():
+        kept_row = rows[image_id]
+        np.testing.assert_array_equal(row.labels, kept_row.labels, err_msg=image_id)
+        np.testing.assert_array_equal(row.confidence, kept_row.confidence, err_msg=image_id)
+        assert (row.recovered, row.background_power) == (
+            kept_row.recovered,
+            kept_row.background_power,
+        ), image_id
     # The mix weight is the second pass's: the crf again, with the same head.
     mix_file = _write_config(
         tmp_path / "mix.yaml", self_training={**SELF_TRAINING, "head_weight": 0.3}

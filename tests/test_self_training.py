@@ -171,3 +171,22 @@ def test_a_kept_first_pass_is_used_only_for_the_inputs_and_head_it_was_made_for(
     assert KeptFirstPasses(path, "another head").get(record, cams, grown) is None
     path.write_bytes(b"not parquet")  # a damaged file is only recomputation
     assert KeptFirstPasses(path, "abc").get(record, cams, grown) is None
+
+
+def test_a_kept_file_of_another_shape_is_only_recomputation(tmp_path) -> None:
+    import pyarrow as pa
+
+    from wsss_core.data.manifest import ImageRecord
+    from wsss_core.stages.first_pass import KeptFirstPasses
+    from wsss_core.store.maps import CamRecord
+    from wsss_core.store.parquet_io import write_table
+
+    path = tmp_path / "abc.first-passes.parquet"
+    write_table(
+        path,
+        pa.table({"image_id": ["img"]}),
+        {"schema_version": 1, "kind": "first-passes", "head_lineage": "abc"},
+    )
+    record = ImageRecord("img", "img.png", 2, 2, (0,), "train", "ab" * 32)
+    cams = CamRecord("img", (0,), np.ones((1, 2, 2), np.float32))
+    assert KeptFirstPasses(path, "abc").get(record, cams, np.zeros((2, 2), np.uint8)) is None

@@ -15,7 +15,10 @@ of computing it twice: about a third of the stage's work for those images.
 The head's lineage holds every setting a first pass depends on; each row
 also holds a digest of the image's own inputs (the file's sha256, its CAMs,
 its grown region), so a row is used only for exactly the maps it was made
-from, and a missing or unreadable file only costs the recomputation.
+from. A first pass that restored a class with the affinity stage on is not
+kept: it may come from the walk, made by a head the digest does not name (tune
+and compare train their own). A missing, unreadable or foreign file only costs
+the recomputation.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from wsss_core.store.parquet_io import read_metadata, read_table, write_table
 WALK_BACKGROUND_POWER = 1.0
 
 FIRST_PASSES_KIND = "first-passes"
+FIRST_PASSES_VERSION = 1
 FIRST_PASSES_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -108,8 +112,7 @@ def first_pass_mask(
 def inputs_digest(record: ImageRecord, cams: CamRecord, grown: np.ndarray) -> str:
     """What an image's first pass is made from, beyond the settings: pixels, CAMs, grown region.
 
-    The walked maps follow from the pixels, the CAMs and the affinity head (in
-    the settings), so they need no place here.
+    The walked maps are not in it: a first pass that read them is never kept.
     """
     digest = hashlib.blake2b(digest_size=16)
     digest.update(record.sha256.encode())
@@ -141,7 +144,8 @@ def write_first_passes(
         },
         schema=FIRST_PASSES_SCHEMA,
     )
-    write_table(path, table, {"kind": FIRST_PASSES_KIND, "head_lineage": head_lineage})
+    facts = {"schema_version": FIRST_PASSES_VERSION, "kind": FIRST_PASSES_KIND}
+    write_table(path, table, {**facts, "head_lineage": head_lineage})
 
 
 class KeptFirstPasses:
@@ -163,13 +167,20 @@ class KeptFirstPasses:
         row = self._table.slice(index, 1).to_pylist()[0]
         if row["inputs"] != inputs_digest(record, cams, grown):
             return None
-        labels = decode(row["labels"], (row["height"], row["width"]), np.uint8)
+        try:
+            labels = decode(row["labels"], (row["height"], row["width"]), np.uint8)
+        except ValueError:
+            return None  # a damaged cell: computed again
         return FirstPass(labels, None, tuple(row["recovered"]), row["background_power"])
 
     def _read(self) -> pa.Table:
         try:
-            if read_metadata(self.path).get("head_lineage") == self.head_lineage:
-                return read_table(self.path)
+            facts = read_metadata(self.path)
+            ours = (facts.get("kind"), facts.get("schema_version"), facts.get("head_lineage"))
+            if ours == (FIRST_PASSES_KIND, FIRST_PASSES_VERSION, self.head_lineage):
+                table = read_table(self.path)
+                if table.schema.remove_metadata().equals(FIRST_PASSES_SCHEMA):
+                    return table
         except (FileNotFoundError, ValueError, OSError):
             pass  # none kept (a head from before them, or a damaged file): computed again
         return FIRST_PASSES_SCHEMA.empty_table()

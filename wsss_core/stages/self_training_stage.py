@@ -106,8 +106,11 @@ def ensure_segmentation_head(
                 if made is not None:
                     example, first = made
                     examples.append(example)
-                    digest = inputs_digest(record, cams[image_id], grown[image_id].labels)
-                    first_passes.append((image_id, digest, first))
+                    # A restored class may come from the walk, whose head the digest
+                    # does not name: such a first pass is computed again by the stage.
+                    if not first.recovered or walk is None:
+                        digest = inputs_digest(record, cams[image_id], grown[image_id].labels)
+                        first_passes.append((image_id, digest, first))
             for failure in guard.failures:
                 say(f"self-training head: {failure}; left out")
         say(f"self-training head: first-pass masks and features of {len(examples)} images")
