@@ -171,7 +171,8 @@ class KeptFirstPasses:
             labels = decode(row["labels"], (row["height"], row["width"]), np.uint8)
         except ValueError:
             return None  # a damaged cell: computed again
-        return FirstPass(labels, None, tuple(row["recovered"]), row["background_power"])
+        recovered = tuple(row["recovered"] or ())
+        return FirstPass(labels, None, recovered, row["background_power"])
 
     def _read(self) -> pa.Table:
         try:
