@@ -157,7 +157,8 @@ def test_a_kept_first_pass_is_used_only_for_the_inputs_and_head_it_was_made_for(
     assert KeptFirstPasses(path, "abc").get(record, cams, grown) is None  # none kept yet
     write_first_passes(path, "abc", [("img", inputs_digest(record, cams, grown), first)])
     got = KeptFirstPasses(path, "abc").get(record, cams, grown)
-    assert got is not None and got.recovered == (2,) and got.background_power == 0.7
+    # The power as every label table stores it (float32), the crf shard included.
+    assert got is not None and got.recovered == (2,) and got.background_power == np.float32(0.7)
     np.testing.assert_array_equal(got.labels, first.labels)
     other_cams = CamRecord("img", (2,), cams.cams + np.float32(1e-3))
     changed_file = ImageRecord("img", "img.png", 6, 4, (2,), "train", "cd" * 32)
@@ -177,16 +178,20 @@ def test_a_kept_file_of_another_shape_is_only_recomputation(tmp_path) -> None:
     import pyarrow as pa
 
     from wsss_core.data.manifest import ImageRecord
-    from wsss_core.stages.first_pass import KeptFirstPasses
+    from wsss_core.stages.first_pass import FIRST_PASSES_STAGE, KeptFirstPasses, inputs_digest
     from wsss_core.store.maps import CamRecord
     from wsss_core.store.parquet_io import write_table
 
-    path = tmp_path / "abc.first-passes.parquet"
-    write_table(
-        path,
-        pa.table({"image_id": ["img"]}),
-        {"schema_version": 1, "kind": "first-passes", "head_lineage": "abc"},
-    )
     record = ImageRecord("img", "img.png", 2, 2, (0,), "train", "ab" * 32)
     cams = CamRecord("img", (0,), np.ones((1, 2, 2), np.float32))
-    assert KeptFirstPasses(path, "abc").get(record, cams, np.zeros((2, 2), np.uint8)) is None
+    grown = np.zeros((2, 2), np.uint8)
+    path = tmp_path / "abc.first-passes.parquet"
+    facts = {
+        "stage": FIRST_PASSES_STAGE,
+        "config_hash": "abc",
+        "model_hash": "",
+        "source_hash": "",
+        "inputs": {"img": inputs_digest(record, cams, grown)},
+    }
+    write_table(path, pa.table({"image_id": ["img"]}), facts)  # the right file, no label column
+    assert KeptFirstPasses(path, "abc").get(record, cams, grown) is None

@@ -27,9 +27,9 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from wsss_core.background import refine_best_background
 from wsss_core.config import CrfConfig
@@ -37,26 +37,22 @@ from wsss_core.crf import refine_with_crf
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.probability import probability_map
 from wsss_core.recovery import restore_vanished_classes
-from wsss_core.store.arrays import decode, encode
-from wsss_core.store.maps import CamRecord
-from wsss_core.store.parquet_io import read_metadata, read_table, write_table
+from wsss_core.store.maps import (
+    CamRecord,
+    LabelRecord,
+    Lineage,
+    label_record,
+    read_lineage,
+    write_label_shard,
+)
+from wsss_core.store.parquet_io import read_metadata, read_table
 
 # Walked maps are divided by their maximum, so they read as probabilities as they are.
 WALK_BACKGROUND_POWER = 1.0
 
-FIRST_PASSES_KIND = "first-passes"
-FIRST_PASSES_VERSION = 1
-FIRST_PASSES_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("inputs", pa.string()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("labels", pa.binary()),
-        ("recovered", pa.list_(pa.int16())),
-        ("background_power", pa.float64()),
-    ]
-)
+# The file is a label table (``store/maps.py``) of this stage name; its lineage is the
+# head's, and its ``inputs`` metadata each image's digest (:func:`inputs_digest`).
+FIRST_PASSES_STAGE = "first-passes"
 
 
 @dataclass(frozen=True)
@@ -132,56 +128,45 @@ def write_first_passes(
 ) -> None:
     """(image id, inputs digest, first pass) rows, atomically; written before the head itself."""
     rows = list(passes)
-    table = pa.table(
-        {
-            "image_id": [image_id for image_id, _, _ in rows],
-            "inputs": [inputs for _, inputs, _ in rows],
-            "height": [p.labels.shape[0] for _, _, p in rows],
-            "width": [p.labels.shape[1] for _, _, p in rows],
-            "labels": [encode(p.labels, np.uint8) for _, _, p in rows],
-            "recovered": [list(p.recovered) for _, _, p in rows],
-            "background_power": [p.background_power for _, _, p in rows],
-        },
-        schema=FIRST_PASSES_SCHEMA,
-    )
-    facts = {"schema_version": FIRST_PASSES_VERSION, "kind": FIRST_PASSES_KIND}
-    write_table(path, table, {**facts, "head_lineage": head_lineage})
+    records = [LabelRecord(i, p.labels, None, p.recovered, p.background_power) for i, _, p in rows]
+    inputs = {image_id: digest for image_id, digest, _ in rows}
+    write_label_shard(path, FIRST_PASSES_STAGE, records, _lineage(head_lineage), inputs)
+
+
+def _lineage(head_lineage: str) -> Lineage:
+    # The head's lineage names the classifier and every setting; the images are in ``inputs``.
+    return Lineage(config_hash=head_lineage, model_hash="", source_hash="")
 
 
 class KeptFirstPasses:
     """The first passes a head learnt from, read at the first lookup, decoded one at a time."""
 
     def __init__(self, path: Path, head_lineage: str) -> None:
-        self.path, self.head_lineage = path, head_lineage
-        self._table: pa.Table | None = None
-        self._rows: dict[str, int] = {}  # image id -> row
+        self.path, self.lineage = path, _lineage(head_lineage)
+        self._rows: dict[str, tuple[str | None, dict[str, Any]]] | None = None  # id -> digest, row
 
     def get(self, record: ImageRecord, cams: CamRecord, grown: np.ndarray) -> FirstPass | None:
         """The image's kept first pass if it was made from exactly these inputs, else None."""
-        if self._table is None:
-            self._table = self._read()
-            self._rows = {name: i for i, name in enumerate(self._table["image_id"].to_pylist())}
-        index = self._rows.get(record.image_id)
-        if index is None:
-            return None
-        row = self._table.slice(index, 1).to_pylist()[0]
-        if row["inputs"] != inputs_digest(record, cams, grown):
+        if self._rows is None:
+            self._rows = self._read()
+        digest, row = self._rows.get(record.image_id, (None, None))
+        if row is None or digest != inputs_digest(record, cams, grown):
             return None
         try:
-            labels = decode(row["labels"], (row["height"], row["width"]), np.uint8)
-        except ValueError:
-            return None  # a damaged cell: computed again
-        recovered = tuple(row["recovered"] or ())
-        return FirstPass(labels, None, recovered, row["background_power"])
+            kept = label_record(row)
+        except (KeyError, ValueError):
+            return None  # a row of another shape, or a damaged cell: computed again
+        return FirstPass(kept.labels, None, kept.recovered or (), float(kept.background_power))
 
-    def _read(self) -> pa.Table:
+    def _read(self) -> dict[str, tuple[str | None, dict[str, Any]]]:
         try:
+            if read_lineage(self.path) != self.lineage:
+                return {}  # none kept (a head from before them), or another head's
             facts = read_metadata(self.path)
-            ours = (facts.get("kind"), facts.get("schema_version"), facts.get("head_lineage"))
-            if ours == (FIRST_PASSES_KIND, FIRST_PASSES_VERSION, self.head_lineage):
-                table = read_table(self.path)
-                if table.schema.remove_metadata().equals(FIRST_PASSES_SCHEMA):
-                    return table
+            table = read_table(self.path)
         except (FileNotFoundError, ValueError, OSError):
-            pass  # none kept (a head from before them, or a damaged file): computed again
-        return FIRST_PASSES_SCHEMA.empty_table()
+            return {}  # a damaged file: computed again
+        if facts.get("stage") != FIRST_PASSES_STAGE or "image_id" not in table.column_names:
+            return {}
+        digests = facts.get("inputs") or {}
+        return {row["image_id"]: (digests.get(row["image_id"]), row) for row in table.to_pylist()}

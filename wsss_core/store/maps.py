@@ -285,19 +285,24 @@ def read_label_shard(path: Path, batch_size: int = ROW_GROUP_SIZE) -> Iterator[L
     """Label maps (and CRF confidence), one image at a time."""
     for batch in iter_batches(path, batch_size):
         for row in batch.to_pylist():
-            shape = (row["height"], row["width"])
-            labels = arrays.decode(row["labels"], shape, np.uint8)
-            confidence = None
-            if row["confidence"] is not None:
-                confidence = arrays.decode(row["confidence"], shape, np.float16).astype(np.float32)
-            recovered = row.get("recovered")
-            yield LabelRecord(
-                row["image_id"],
-                labels,
-                confidence,
-                None if recovered is None else tuple(recovered),
-                row.get("background_power"),
-            )
+            yield label_record(row)
+
+
+def label_record(row: dict[str, Any]) -> LabelRecord:
+    """One row of a label table (``LABEL_SCHEMA``, as ``to_pylist`` gives it), decoded."""
+    shape = (row["height"], row["width"])
+    labels = arrays.decode(row["labels"], shape, np.uint8)
+    confidence = None
+    if row["confidence"] is not None:
+        confidence = arrays.decode(row["confidence"], shape, np.float16).astype(np.float32)
+    recovered = row.get("recovered")
+    return LabelRecord(
+        row["image_id"],
+        labels,
+        confidence,
+        None if recovered is None else tuple(recovered),
+        row.get("background_power"),
+    )
 
 
 def shard_paths(directory: Path) -> list[Path]:
