@@ -48,7 +48,7 @@ from wsss_core.affinity import (
     sampled_offsets,
 )
 from wsss_core.config import AffinityConfig, PipelineConfig, stage_config_hash
-from wsss_core.crf import CrfParams, refine_with_crf
+from wsss_core.crf import CrfParams, ImageCrf
 from wsss_core.data.images import load_rgb
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.model.transforms import to_tensor
@@ -111,11 +111,11 @@ def network_input(image: np.ndarray, input_side: int) -> NetworkInput:
     return NetworkInput(tensor, grid_size(*size))
 
 
-def _refined(image: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """A hard label map refined by a dense CRF on the image (labels as a soft unary)."""
+def _refined(crf: ImageCrf, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """A hard label map refined by the image's dense CRF (labels as a soft unary)."""
     probs = np.full((n_labels, *labels.shape), (1 - LABEL_CONFIDENCE) / max(n_labels - 1, 1))
     np.put_along_axis(probs, labels[None].astype(np.int64), LABEL_CONFIDENCE, axis=0)
-    refined = refine_with_crf(image, probs.astype(np.float32), list(range(n_labels - 1)), LABEL_CRF)
+    refined = crf.refine(probs.astype(np.float32), list(range(n_labels - 1)))
     return refined.labels.astype(np.int64)  # label values here are channel indices
 
 
@@ -131,8 +131,9 @@ def confident_cells(
         return np.zeros(grid, np.uint8)
     foreground = np.concatenate([np.full((1, height, width), settings.fg_threshold), cams])
     background = np.concatenate([np.full((1, height, width), settings.bg_threshold), cams])
-    sure_fg = _refined(image, foreground.argmax(axis=0), k + 1)
-    sure_bg = _refined(image, background.argmax(axis=0), k + 1) == 0
+    crf = ImageCrf(image, LABEL_CRF)  # both refinements on one set of kernels
+    sure_fg = _refined(crf, foreground.argmax(axis=0), k + 1)
+    sure_bg = _refined(crf, background.argmax(axis=0), k + 1) == 0
     labels = np.full((height, width), UNKNOWN, np.uint8)
     labels[sure_fg > 0] = sure_fg[sure_fg > 0]
     labels[(sure_fg == 0) & sure_bg] = 0
