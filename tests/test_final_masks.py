@@ -16,7 +16,7 @@ from wsss_core.background import (
     refine_best_background,
 )
 from wsss_core.config import PipelineConfig
-from wsss_core.crf import CrfParams
+from wsss_core.crf import CrfParams, ImageCrf
 from wsss_core.data.manifest import read_manifest
 from wsss_core.recovery import recover_vanished_classes, restore_vanished_classes
 from wsss_core.review.review_files import MASK_RECOVERED, write_review_files
@@ -83,6 +83,20 @@ def test_each_image_keeps_the_level_whose_outline_follows_the_object() -> None:
     assert _iou(too_high.result.labels == 1, ring) < 0.9
     assert chosen.background_power in (0.7, 1.0, 1.4)
     assert _iou(chosen.result.labels == 1, ring) > 0.95
+
+
+def test_the_background_choice_takes_the_callers_crf_only_if_it_is_this_images() -> None:
+    image, cams, _ = _ring_scene()
+    params = CrfParams()
+    shared = ImageCrf(image, params)  # the crf stage's: the second pass reuses it
+    reused = refine_best_background(image, cams, [0], POWERS, params, crf=shared)
+    fresh = refine_best_background(image, cams, [0], POWERS, params)
+    np.testing.assert_array_equal(reused.result.labels, fresh.result.labels)
+    np.testing.assert_array_equal(reused.result.confidence, fresh.result.confidence)
+    with pytest.raises(ValueError, match="other CRF parameters"):
+        refine_best_background(image, cams, [0], POWERS, CrfParams(iterations=3), crf=shared)
+    with pytest.raises(ValueError, match="another image size"):
+        refine_best_background(image[:32], cams[:, :32], [0], POWERS, params, crf=shared)
 
 
 def test_a_vanished_class_gets_its_grown_region_back() -> None:

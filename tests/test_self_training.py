@@ -155,7 +155,9 @@ def test_a_kept_first_pass_is_used_only_for_the_inputs_and_head_it_was_made_for(
     path = first_passes_path(tmp_path / "abc.pt")
     assert path.name == "abc.first-passes.parquet"
     assert KeptFirstPasses(path, "abc").get(record, cams, grown) is None  # none kept yet
-    write_first_passes(path, "abc", [("img", inputs_digest(record, cams, grown), first)])
+    neighbour = FirstPass(np.zeros((4, 6), np.uint8), None, (), 1.0)  # another image's row first
+    rows = [("neighbour", "0" * 32, neighbour), ("img", inputs_digest(record, cams, grown), first)]
+    write_first_passes(path, "abc", rows)
     got = KeptFirstPasses(path, "abc").get(record, cams, grown)
     # The power as every label table stores it (float32), the crf shard included.
     assert got is not None and got.recovered == (2,) and got.background_power == np.float32(0.7)

@@ -84,16 +84,23 @@ def refine_best_background(
     params: CrfParams | None = None,
     min_confidence: float | None = None,
     anchor: tuple[np.ndarray, float] | None = None,
+    crf: ImageCrf | None = None,
 ) -> BackgroundChoice:
     """CRF-refine ``cams`` at every background power; keep the best-outlined result.
 
     Ties go to the first power in ``powers``. One power is a fixed choice (no search).
     ``anchor``: (label map, confidence): its labelled pixels enter the unary with that
     confidence (:func:`~wsss_core.probability.anchor_probabilities`).
+    ``crf``: this image's CRF when the caller refines the image again (its kernels are
+    then built once in all); it must have been built with ``params``.
     """
     if not powers:
         raise ValueError("powers must name at least one background power")
-    crf = ImageCrf(image, params or CrfParams())  # one set of kernels for every power
+    params = params or CrfParams()
+    if crf is None:
+        crf = ImageCrf(image, params)  # one set of kernels for every power
+    elif crf.params != params or crf.rgb.shape[:2] != np.shape(image)[:2]:
+        raise ValueError("crf was built for another image size or other CRF parameters")
     strength = edge_strength(image) if len(powers) > 1 else None
     best: BackgroundChoice | None = None
     for power in powers:

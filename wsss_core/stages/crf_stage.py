@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from wsss_core.config import PipelineConfig
-from wsss_core.crf import refine_with_crf
+from wsss_core.crf import ImageCrf
 from wsss_core.data.images import save_label_map, voc_palette
 from wsss_core.data.manifest import ImageRecord, read_manifest
 from wsss_core.model import segmentation_head as heads
@@ -69,13 +69,14 @@ def run_crf_shard(
     def per_image(record: ImageRecord, cams: CamRecord, grown: LabelRecord | None) -> LabelRecord:
         assert grown is not None
         image = read_image(record)
+        crf = ImageCrf(image, settings)  # its kernels serve both passes
         walk = None if walked is None else (lambda: walked.of(record.image_id))
         first = None if second_pass is None else second_pass.kept.get(record, cams, grown.labels)
         if first is None:
-            first = first_pass_mask(image, cams, grown.labels, walk, settings)
+            first = first_pass_mask(image, cams, grown.labels, walk, settings, crf)
         labels, confidence, recovered = first.labels, first.confidence, first.recovered
         if second_pass is not None:
-            labels, confidence, recovered = second_pass.refine(image, cams.class_ids, first)
+            labels, confidence, recovered = second_pass.refine(crf, image, cams.class_ids, first)
         assert confidence is not None  # only a kept first pass has none, and it had a second
         save_label_map(workspace.mask_path(record.image_id), labels, palette)
         return LabelRecord(record.image_id, labels, confidence, recovered, first.background_power)
@@ -123,16 +124,19 @@ class SecondPass:
         return self._models
 
     def refine(
-        self, image: np.ndarray, class_ids: tuple[int, ...], first: FirstPass
+        self, crf: ImageCrf, image: np.ndarray, class_ids: tuple[int, ...], first: FirstPass
     ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-        """(labels, confidence, recovered classes); a class the pass empties keeps its first one."""
-        settings, crf = self.config.self_training, self.config.crf
+        """(labels, confidence, recovered classes); a class the pass empties keeps its first one.
+
+        ``crf``: the image's CRF, built with the ``crf`` section (as the first pass's).
+        """
+        settings, crf_settings = self.config.self_training, self.config.crf
         backbone, head = self._loaded()
         probs = heads.head_probabilities(head, backbone, image, class_ids, settings.input_side)
         mixed = heads.mixed_probabilities(probs, first.labels, class_ids, settings.head_weight)
-        result = refine_with_crf(image, mixed, class_ids, crf, crf.min_confidence)
+        result = crf.refine(mixed, class_ids, crf_settings.min_confidence)
         labels, kept = restore_vanished_classes(
-            result.labels, first.labels, class_ids, crf.min_kept_share
+            result.labels, first.labels, class_ids, crf_settings.min_kept_share
         )
         return labels, result.confidence, tuple(sorted({*first.recovered, *kept}))
 

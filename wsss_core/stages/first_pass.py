@@ -33,7 +33,7 @@ import numpy as np
 
 from wsss_core.background import refine_best_background
 from wsss_core.config import CrfConfig
-from wsss_core.crf import refine_with_crf
+from wsss_core.crf import ImageCrf
 from wsss_core.data.manifest import ImageRecord
 from wsss_core.probability import probability_map
 from wsss_core.recovery import restore_vanished_classes
@@ -72,13 +72,16 @@ def first_pass_mask(
     grown: np.ndarray,
     walked: Callable[[], np.ndarray] | None,
     settings: CrfConfig,
+    crf: ImageCrf | None = None,
 ) -> FirstPass:
     """The CRF at each candidate background power, the best outlined one, vanished classes back.
 
     ``walked``: gives the image's affinity maps when that stage is on (they
     restore a vanished class before ``grown`` does); called only when a class
-    vanished, so most images never read them.
+    vanished, so most images never read them. ``crf``: the image's CRF built
+    with ``settings``, when the caller refines the image again (the second pass).
     """
+    crf = crf or ImageCrf(image, settings)  # the background choice and the walk share it
     anchor = None if settings.anchor_confidence is None else (grown, settings.anchor_confidence)
     choice = refine_best_background(
         image,
@@ -88,12 +91,13 @@ def first_pass_mask(
         settings,
         settings.min_confidence,
         anchor,
+        crf,
     )
 
     def walk_region() -> np.ndarray:
         assert walked is not None
         walk = probability_map(walked(), WALK_BACKGROUND_POWER)
-        return refine_with_crf(image, walk, cams.class_ids, settings).labels
+        return crf.refine(walk, cams.class_ids).labels
 
     labels, recovered = restore_vanished_classes(
         choice.result.labels,
