@@ -10,8 +10,9 @@ reused), then ``wsss compare`` of three configs over all its images:
 - ``no affinity``: the defaults until 2026-12-02: each image's background
   power chosen by where its outline meets image edges, vanished classes
   restored from the grown regions;
-- ``defaults``: today's: the same with the affinity stage on (its walk
-  restores vanished classes first);
+- ``defaults``: today's: the affinity stage on (its walk restores vanished
+  classes first), self-training, and the candidates ranked by each class's
+  outline (``crf.background_score``);
 - ``all pairs``: today's with the affinity head trained on every pair offset
   per batch (``affinity.train_pair_share`` 1), the cost the sampling saves.
 
@@ -61,7 +62,11 @@ DATASETS = ("digits", "scenes")
 def configs() -> dict[str, PipelineConfig]:
     defaults = PipelineConfig()
     without = defaults.model_copy(
-        update={"affinity": defaults.affinity.model_copy(update={"enabled": False})}
+        update={
+            "affinity": defaults.affinity.model_copy(update={"enabled": False}),
+            # ranked by one outline's edges, as until 2026-12-07
+            "crf": defaults.crf.model_copy(update={"background_score": "edge"}),
+        }
     )
     before = without.model_copy(
         update={

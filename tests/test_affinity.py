@@ -260,7 +260,9 @@ def test_the_head_lineage_follows_training_settings_not_the_walks() -> None:
 
 def test_switching_the_stage_off_gives_back_the_earlier_final_mask_hash() -> None:
     """Workspaces that keep the stage off keep the final masks made before it was a default."""
-    config = PipelineConfig.model_validate({"self_training": {"enabled": False}})  # as then
+    config = PipelineConfig.model_validate(  # as then
+        {"self_training": {"enabled": False}, "crf": {"background_score": "edge"}}
+    )
     off = config.model_copy(
         update={"affinity": config.affinity.model_copy(update={"enabled": False})}
     )

@@ -11,7 +11,10 @@ from PIL import Image
 
 from wsss_core.background import (
     NO_OUTLINE,
+    candidate_score,
+    class_outline_score,
     edge_strength,
+    outline_colour_contrast,
     outline_edge_strength,
     refine_best_background,
 )
@@ -83,6 +86,70 @@ def test_each_image_keeps_the_level_whose_outline_follows_the_object() -> None:
     assert _iou(too_high.result.labels == 1, ring) < 0.9
     assert chosen.background_power in (0.7, 1.0, 1.4)
     assert _iou(chosen.result.labels == 1, ring) > 0.95
+
+
+def _checkered_disc(size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A black-and-white checkered disc on green, and a disc half its radius inside it.
+
+    The checkers' gradients are stronger than the disc's edge against the green.
+    """
+    yy, xx = np.mgrid[:size, :size]
+    radius = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)
+    disc, core = radius < 22, radius < 11
+    checker = (yy // 3 + xx // 3) % 2 == 1
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:] = (60, 200, 60)
+    image[disc & checker] = 255
+    image[disc & ~checker] = 0
+    return image, disc, core
+
+
+def test_an_outline_drawn_through_one_texture_has_little_colour_contrast() -> None:
+    image, disc, core = _checkered_disc()
+    strength = edge_strength(image)
+    whole, inside = disc.astype(np.uint8), core.astype(np.uint8)
+    # The edge measure alone prefers the line through the texture ...
+    assert outline_edge_strength(inside, strength) > outline_edge_strength(whole, strength)
+    # ... the bands either side of it have nearly the same mean colour, the object's do not.
+    assert outline_colour_contrast(core, image) < 0.25 * outline_colour_contrast(disc, image)
+    by_class = [candidate_score(m, image, strength, [0], "class_outlines") for m in (whole, inside)]
+    by_edge = [candidate_score(m, image, strength, [0], "edge") for m in (whole, inside)]
+    assert by_class[0] > by_class[1] and by_edge[0] < by_edge[1]
+    empty = np.zeros_like(whole)
+    assert candidate_score(empty, image, strength, [0], "class_outlines") == NO_OUTLINE
+
+
+def test_a_candidate_that_loses_a_labelled_class_scores_less_by_class_outlines() -> None:
+    image, disc, _ = _checkered_disc()
+    image[:, 32:][disc[:, 32:]] = (200, 40, 40)  # the right half is a red object of class 5
+    both = np.where(disc, 1, 0).astype(np.uint8)
+    both[:, 32:][disc[:, 32:]] = 6
+    lost = np.where(both == 1, 1, 0).astype(np.uint8)  # class 5 gone
+    strength = edge_strength(image)
+    assert candidate_score(lost, image, strength, [0, 5], "edge") > candidate_score(
+        both, image, strength, [0, 5], "edge"
+    )  # the line between the halves counts for nothing against background
+    kept = candidate_score(both, image, strength, [0, 5], "class_outlines")
+    assert kept > candidate_score(lost, image, strength, [0, 5], "class_outlines")
+    # Each class is scored on its own outline; a lost one counts 0.
+    alone = class_outline_score(lost == 1, image, strength)
+    assert candidate_score(lost, image, strength, [0, 5], "class_outlines") == alone / 2
+    assert class_outline_score(np.zeros(disc.shape, bool), image, strength) == 0.0
+    assert outline_colour_contrast(np.ones(disc.shape, bool), image) == 0.0
+
+
+def test_the_background_score_is_a_crf_setting_in_the_crf_and_heads_lineages() -> None:
+    from wsss_core.config import stage_config_hash
+    from wsss_core.model.segmentation_head import head_lineage
+
+    contrast = PipelineConfig()
+    assert contrast.crf.background_score == "class_outlines"
+    edge = PipelineConfig.model_validate({"crf": {"background_score": "edge"}})
+    assert stage_config_hash(edge, "crf") != stage_config_hash(contrast, "crf")
+    assert head_lineage(edge, "model") != head_lineage(contrast, "model")
+    assert stage_config_hash(edge, "grown") == stage_config_hash(contrast, "grown")
+    with pytest.raises(ValueError, match="background_score"):
+        PipelineConfig.model_validate({"crf": {"background_score": "saliency"}})
 
 
 def test_the_background_choice_takes_the_callers_crf_only_if_it_is_this_images() -> None:

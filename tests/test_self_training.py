@@ -111,11 +111,12 @@ def test_the_option_enters_only_the_crf_lineage_and_only_while_on() -> None:
     """On by default since 2026-12-03; a workspace that switches it off keeps its old masks."""
     default = PipelineConfig()
     assert {stage: stage_config_hash(default, stage) for stage in STAGES} == DEFAULT_HASHES
-    off = PipelineConfig.model_validate({"self_training": {"enabled": False}})
+    edge = {"background_score": "edge"}  # as on 2026-12-02
+    off = PipelineConfig.model_validate({"self_training": {"enabled": False}, "crf": edge})
     assert stage_config_hash(off, "crf") == CRF_HASH_WITHOUT_SELF_TRAINING
     idle = {"enabled": False, "epochs": 3, "head_weight": 0.3}
-    idle_hash = stage_config_hash(PipelineConfig.model_validate({"self_training": idle}), "crf")
-    assert idle_hash == CRF_HASH_WITHOUT_SELF_TRAINING
+    idle_config = PipelineConfig.model_validate({"self_training": idle, "crf": edge})
+    assert stage_config_hash(idle_config, "crf") == CRF_HASH_WITHOUT_SELF_TRAINING
     changed = {s for s in STAGES if stage_config_hash(off, s) != DEFAULT_HASHES[s]}
     assert changed == {"crf"}
 

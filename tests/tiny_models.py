@@ -28,10 +28,11 @@ DEFAULT_HASHES = {
     "affinity": "d0b665814a753dcb",
     "seeds": "c70fb4ad613a1578",
     "grown": "6225a23a79dac4da",
-    "crf": "89c396243356b38f",
+    "crf": "d4d4fac9c5a2eb59",
 }
-# The crf stage's hash with self-training switched off: that of the defaults of 2026-12-02,
-# so a workspace that keeps it off keeps its final masks.
+# The crf stage's hash with self-training switched off and the background candidates ranked
+# by edges (``crf.background_score``, as until 2026-12-07): that of the defaults of
+# 2026-12-02, so a workspace that keeps both keeps its final masks.
 CRF_HASH_WITHOUT_SELF_TRAINING = "641b34483ab3f596"
 # ... and with the affinity stage switched off too: that of the defaults before 2026-12-02.
 CRF_HASH_WITHOUT_AFFINITY = "e1ed78f7733391ea"

@@ -92,6 +92,7 @@ def first_pass_mask(
         settings.min_confidence,
         anchor,
         crf,
+        settings.background_score,
     )
 
     def walk_region() -> np.ndarray:

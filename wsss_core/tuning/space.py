@@ -79,8 +79,16 @@ SEARCH_SPACE: tuple[Grid, ...] = (
     Grid("cam threshold", ("cam.threshold",), _product((0.3, 0.4, 0.5, 0.6, 0.7)), CAM_STAGE),
     Grid(
         "background powers",
-        ("crf.background_powers",),
-        _product(((0.5, 0.7, 1.0, 1.4), (0.5,), (0.7,), (1.0,), (1.4,), (2.0,), (0.5, 1.0, 2.0))),
+        ("crf.background_powers", "crf.background_score"),
+        # The score ranks a set's candidates (a single power needs none): the default set
+        # is tried with both, the others with the default score; one more candidate only.
+        (
+            ((0.5, 0.7, 1.0, 1.4), "edge"),
+            *_product(
+                ((0.5, 0.7, 1.0, 1.4), (0.5,), (0.7,), (1.0,), (1.4,), (2.0,), (0.5, 1.0, 2.0)),
+                ("class_outlines",),
+            ),
+        ),
     ),
     Grid(
         "appearance kernel",
