@@ -117,8 +117,8 @@ def outline_colour_contrast(region: np.ndarray, image: np.ndarray) -> float:
     outer = ndimage.binary_dilation(region, iterations=CONTRAST_BAND) & ~region
     if not inner.any() or not outer.any():
         return 0.0
-    pixels = np.asarray(image, np.float32)
-    return float(np.linalg.norm(pixels[inner].mean(axis=0) - pixels[outer].mean(axis=0)))
+    inside, outside = (image[band].astype(np.float32).mean(axis=0) for band in (inner, outer))
+    return float(np.linalg.norm(inside - outside))
 
 
 def class_outline_score(region: np.ndarray, image: np.ndarray, strength: np.ndarray) -> float:
@@ -148,9 +148,10 @@ def candidate_score(
     classes, so a class the candidate loses counts 0 and one outline cannot speak
     for another. A candidate with no object pixel scores ``NO_OUTLINE`` either way.
     """
-    edge = outline_edge_strength(labels, strength)
-    if score == "edge" or edge == NO_OUTLINE:
-        return edge
+    if score == "edge":
+        return outline_edge_strength(labels, strength)
+    if not ((labels > 0) & (labels != UNKNOWN)).any():
+        return NO_OUTLINE
     values = channel_to_label(class_ids)[1:]
     return float(np.mean([class_outline_score(labels == v, image, strength) for v in values]))
 
