@@ -76,6 +76,45 @@ def test_the_transition_matrix_is_row_stochastic_and_symmetric_in_support() -> N
     assert (support == support.T).all()
 
 
+def test_the_transition_matrix_is_the_normalised_powered_affinities() -> None:
+    """Its cached sparsity pattern puts every affinity where a dense matrix would have it."""
+    rng = np.random.default_rng(1)
+    settings = WalkSettings(radius=3, beta=2.0)
+    for shape in ((5, 7), (6, 4)):
+        boundary = torch.from_numpy(rng.random((1, *shape)).astype(np.float32))
+        affinities = [a[0].numpy() for a in path_affinities(boundary, settings.radius)]
+        height, width = shape
+        dense = np.eye(height * width)
+        for affinity, (dy, dx) in zip(affinities, neighbour_offsets(settings.radius), strict=True):
+            x0 = max(0, -dx)
+            for (y, x), value in np.ndenumerate(affinity):
+                i, j = y * width + x + x0, (y + dy) * width + x + x0 + dx
+                dense[i, j] = dense[j, i] = float(value) ** settings.beta
+        dense /= dense.sum(axis=1, keepdims=True)
+        matrix = transition_matrix(affinities, shape, settings)
+        assert np.allclose(matrix.toarray(), dense, rtol=1e-12, atol=0)
+
+
+def test_the_walk_does_not_depend_on_the_thread_count() -> None:
+    rng = np.random.default_rng(2)
+    boundary = torch.from_numpy(rng.random((1, 20, 30)).astype(np.float32) ** 4)
+    affinities = [a[0].numpy() for a in path_affinities(boundary, 5)]
+    transition = transition_matrix(affinities, (20, 30), SETTINGS)
+    scores = rng.random((3, 20, 30)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = random_walk(scores, transition, 32)
+        torch.set_num_threads(2)
+        two = random_walk(scores, transition, 32)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one, two)
+    dense = np.linalg.matrix_power(transition.toarray(), 32)
+    expected = (dense @ scores.reshape(3, -1).T.astype(np.float64)).T.reshape(3, 20, 30)
+    assert np.allclose(one, expected, rtol=1e-5)
+
+
 def test_offsets_and_paths() -> None:
     offsets = neighbour_offsets(5)
     assert len(offsets) == len(set(offsets)) == 34  # each unordered pair once

@@ -58,6 +58,8 @@ def test_training_is_seeded() -> None:
     state, same, changed = first.state_dict(), again.state_dict(), other.state_dict()
     assert all(torch.equal(state[name], same[name]) for name in state)
     assert not all(torch.equal(state[name], changed[name]) for name in state)
+    # trained channels-last, returned as a head loaded from its file is laid out
+    assert all(parameter.is_contiguous() for parameter in first.parameters())
 
 
 def test_probabilities_cover_only_background_and_the_images_classes(tmp_path) -> None:

@@ -58,6 +58,8 @@ from wsss_core.model.trunk_heads import (
     read_head_file,
     save_head_file,
     stacked_levels,
+    trained_layout,
+    training_layout,
 )
 from wsss_core.probability import UNKNOWN
 from wsss_core.store.maps import CamRecord
@@ -224,7 +226,7 @@ def train_head(
     if not examples:
         raise ValueError("no labelled image to train the affinity head on")
     say(f"affinity head: features and labels of {len(examples)} images")
-    head = BoundaryHead([level.shape[1] for level in examples[0].levels])
+    head = training_layout(BoundaryHead([level.shape[1] for level in examples[0].levels]))
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     groups = grid_groups([tuple(example.labels.shape) for example in examples])
     rng = np.random.default_rng(settings.seed)
@@ -246,7 +248,7 @@ def train_head(
             optimiser.step()
             total += loss.item()
         say(f"affinity head: epoch {epoch + 1}/{settings.epochs} loss {total / len(batches):.4f}")
-    return head.eval(), time.perf_counter() - started
+    return trained_layout(head), time.perf_counter() - started
 
 
 def save_head(path: Path, head: BoundaryHead, lineage: str, images: int, seconds: float) -> None:

@@ -43,6 +43,8 @@ from wsss_core.model.trunk_heads import (
     read_head_file,
     save_head_file,
     stacked_levels,
+    trained_layout,
+    training_layout,
 )
 from wsss_core.probability import UNKNOWN, label_channels
 from wsss_core.store.workspace import Workspace
@@ -143,7 +145,7 @@ def train_segmentation_head(
     say = progress or (lambda _: None)
     torch.manual_seed(settings.seed)
     channels = [level.shape[1] for level in examples[0].levels]
-    head = SegmentationHead(channels, num_labels, settings.width)
+    head = training_layout(SegmentationHead(channels, num_labels, settings.width))
     optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     groups = grid_groups([tuple(example.labels.shape) for example in examples])
     rng = np.random.default_rng(settings.seed)
@@ -164,7 +166,7 @@ def train_segmentation_head(
             total += loss.item()
         mean_loss = total / len(batches)
         say(f"self-training head: epoch {epoch + 1}/{settings.epochs} loss {mean_loss:.4f}")
-    return head.eval(), time.perf_counter() - started
+    return trained_layout(head), time.perf_counter() - started
 
 
 def head_probabilities(

