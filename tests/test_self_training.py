@@ -81,6 +81,26 @@ def test_probabilities_cover_only_background_and_the_images_classes(tmp_path) ->
     np.testing.assert_array_equal(probs, head_probabilities(head, backbone, image, (0, 2), 64))
 
 
+def test_a_small_image_is_enlarged_at_most_max_upscale_times() -> None:
+    backbone = tiny_features().eval()
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (40, 32, 3), dtype=np.uint8)
+    labels = np.zeros((40, 32), np.uint8)
+    capped = training_example(backbone, small, labels, (2,), NUM_LABELS, 64, max_upscale=1.2)
+    assert capped.labels.shape == (12, 10)  # 48 x 38 input: 1.2 x, not 1.6 x to reach 64
+    assert training_example(backbone, small, labels, (2,), NUM_LABELS, 64).labels.shape == (
+        16,
+        13,
+    )
+    large = rng.integers(0, 256, (60, 48, 3), dtype=np.uint8)
+    labels = np.zeros((60, 48), np.uint8)
+    at_side = training_example(backbone, large, labels, (2,), NUM_LABELS, 64, max_upscale=1.2)
+    assert at_side.labels.shape == (16, 13)  # 64 px reached within 1.2 x: not capped
+    head, _ = train_segmentation_head([capped], NUM_LABELS, SelfTrainingConfig(epochs=1, width=8))
+    probs = head_probabilities(head, backbone, small, (2,), 64, max_upscale=1.2)
+    assert probs.shape == (2, 40, 32)  # back at the image's own size
+
+
 def test_a_file_that_is_not_a_head_is_a_clear_error(tmp_path) -> None:
     path = tmp_path / "head.pt"
     torch.save({"format": "something else"}, path)
@@ -132,6 +152,7 @@ def test_the_head_lineage_follows_the_first_pass_and_training_not_the_mix() -> N
 
     assert changed(self_training={"enabled": True, "head_weight": 0.3}) == lineage
     assert changed(self_training={"enabled": True, "epochs": 3}) != lineage
+    assert changed(self_training={"enabled": True, "max_upscale": 2.0}) != lineage
     # Training's thread count splits its sums; the second pass's is not the head's.
     assert changed(self_training={"enabled": True, "training_threads": 1}) != lineage
     assert changed(self_training={"enabled": True, "cpu_threads": 2}) == lineage

@@ -507,6 +507,13 @@ class SelfTrainingConfig(_Section):
     input_side: int = Field(
         256, ge=64, description="longer image side fed to the backbone; the head's grid is 1/4"
     )
+    max_upscale: float = Field(
+        1.5,
+        ge=1,
+        description="enlarge a small image at most this much to reach input_side (128 px: "
+        "192, not 256); on the 128-px digits the same masks for about half the head's and "
+        "the second pass's convolutions; images of 171 px and more are fed at input_side",
+    )
     train_images: int = Field(400, ge=1, description="images the head learns from, spread evenly")
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)

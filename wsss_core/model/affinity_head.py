@@ -102,10 +102,17 @@ class NetworkInput:
     grid: tuple[int, int]
 
 
-def network_input(image: np.ndarray, input_side: int) -> NetworkInput:
-    """The image with its longer side at ``input_side`` (aspect kept), normalised."""
+def network_input(
+    image: np.ndarray, input_side: int, max_upscale: float | None = None
+) -> NetworkInput:
+    """The image with its longer side at ``input_side`` (aspect kept), normalised.
+
+    ``max_upscale``: enlarge the image at most this much (a smaller input side).
+    """
     height, width = image.shape[:2]
     scale = input_side / max(height, width)
+    if max_upscale is not None:
+        scale = min(scale, max_upscale)
     size = max(1, round(height * scale)), max(1, round(width * scale))
     tensor = F.interpolate(
         to_tensor(image)[None], size=size, mode="bilinear", align_corners=False, antialias=True

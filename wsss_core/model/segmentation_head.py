@@ -121,9 +121,10 @@ def training_example(
     class_ids: Sequence[int],
     num_labels: int,
     input_side: int,
+    max_upscale: float | None = None,
 ) -> TrainingExample:
     """An image's features and its first-pass mask (label values) on the head's grid."""
-    net = network_input(image, input_side)
+    net = network_input(image, input_side, max_upscale)
     with torch.no_grad():
         levels = [level.half() for level in feature_pyramid(backbone, net.tensor)]
     full = torch.from_numpy(labels.astype(np.int64))[None, None].float()
@@ -175,9 +176,10 @@ def head_probabilities(
     image: np.ndarray,
     class_ids: Sequence[int],
     input_side: int,
+    max_upscale: float | None = None,
 ) -> np.ndarray:
     """Background + ``class_ids`` probabilities ``float32 [K + 1, H, W]`` at the image's size."""
-    net = network_input(image, input_side)
+    net = network_input(image, input_side, max_upscale)
     allowed = allowed_labels(class_ids, head.num_labels)
     with torch.no_grad():
         logits = head(feature_pyramid(backbone, net.tensor), net.grid)

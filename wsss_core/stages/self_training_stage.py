@@ -134,7 +134,14 @@ def _example(
     image = read_image(record)
     walk = None if walked is None else (lambda: walked.cams)
     first = first_pass_mask(image, cams, grown.labels, walk, config.crf)
+    settings = config.self_training
     example = heads.training_example(
-        backbone, image, first.labels, cams.class_ids, num_labels, config.self_training.input_side
+        backbone,
+        image,
+        first.labels,
+        cams.class_ids,
+        num_labels,
+        settings.input_side,
+        settings.max_upscale,
     )
     return example, first
