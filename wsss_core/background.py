@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from wsss_core.config import BackgroundScore
+from wsss_core.config import DEFAULT_BACKGROUND_SCORE, BackgroundScore
 from wsss_core.crf import CrfParams, CrfResult, ImageCrf
 from wsss_core.probability import (
     UNKNOWN,
@@ -165,7 +165,7 @@ def refine_best_background(
     min_confidence: float | None = None,
     anchor: tuple[np.ndarray, float] | None = None,
     crf: ImageCrf | None = None,
-    score: BackgroundScore = "class_outlines",
+    score: BackgroundScore = DEFAULT_BACKGROUND_SCORE,
 ) -> BackgroundChoice:
     """CRF-refine ``cams`` at every background power; keep the best-outlined result.
 

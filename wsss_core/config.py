@@ -45,6 +45,7 @@ class _Section(BaseModel):
 PositiveFloat = Annotated[float, Field(gt=0)]
 # How the crf stage ranks an image's candidate masks (wsss_core/background.py).
 BackgroundScore = Literal["edge", "class_outlines"]
+DEFAULT_BACKGROUND_SCORE: BackgroundScore = "class_outlines"  # since 2026-12-07
 # An MDC branch's dilation in feature cells; beyond the grid a 3x3 tap reads only padding.
 Dilation = Annotated[int, Field(ge=1, le=64)]
 
@@ -449,7 +450,7 @@ class CrfConfig(CrfParams):
         "each candidate costs one CRF pass)",
     )
     background_score: BackgroundScore = Field(
-        "class_outlines",
+        DEFAULT_BACKGROUND_SCORE,
         description="how an image's candidates are ranked: class_outlines (per labelled "
         "class, the gradient on its outline times the square root of the colour contrast "
         "across it, averaged over the classes; a lost class counts 0, an outline through one "
