@@ -16,6 +16,9 @@ all its images by ``wsss compare`` with:
 - ``no affinity stage``: self-training alone, without the walk's head and
   pass;
 - ``head weight W``: the head mixed less or more than the default 0.6;
+- ``test scales 0.75, 1`` (the head read at 0.75 x and 1 x its input size,
+  averaged), ``weight decay 1e-2`` (the head's, against 1e-4), ``both``, and
+  ``both, head on 600 images``;
 - the thresholds re-chosen with self-training on: ``crf.min_kept_share``
   and the CRF's appearance kernel weight ``crf.bilateral_compat`` on either
   side of the defaults (both passes use them, so each retrains the head).
@@ -77,6 +80,8 @@ TIMING_FOLDER = "run-time"
 NEIGHBOUR_WEIGHTS = (0.4, 0.5, 0.7)  # head_weight beside the default 0.6
 NEIGHBOUR_KEPT_SHARES = (0.05, 0.2)  # crf.min_kept_share beside the default 0.1
 NEIGHBOUR_BILATERAL_COMPATS = (5.0, 15.0)  # crf.bilateral_compat beside the default 10
+TEST_SCALES = (0.75, 1.0)  # self_training.test_scales beside the default (1,)
+WEIGHT_DECAY = 1e-2  # self_training.weight_decay beside the default 1e-4
 
 
 def _with(config: PipelineConfig, section: str, **update: object) -> PipelineConfig:
@@ -96,6 +101,18 @@ def configs() -> dict[str, PipelineConfig]:
         FOUR_EPOCHS: _with(defaults, "self_training", epochs=4),
         HALF_IMAGES: _with(defaults, "self_training", train_images=200),
         NO_AFFINITY: _with(defaults, "affinity", enabled=False),
+        "test scales 0.75, 1": _with(defaults, "self_training", test_scales=TEST_SCALES),
+        "weight decay 1e-2": _with(defaults, "self_training", weight_decay=WEIGHT_DECAY),
+        "both": _with(
+            defaults, "self_training", test_scales=TEST_SCALES, weight_decay=WEIGHT_DECAY
+        ),
+        "both, head on 600 images": _with(
+            defaults,
+            "self_training",
+            test_scales=TEST_SCALES,
+            weight_decay=WEIGHT_DECAY,
+            train_images=600,
+        ),
         **{
             f"head weight {w}": _with(defaults, "self_training", head_weight=w)
             for w in NEIGHBOUR_WEIGHTS

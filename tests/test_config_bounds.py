@@ -93,6 +93,8 @@ OTHER_VIOLATIONS = [
     ("crf.bilateral_srgb", "crf", "bilateral_srgb", float("inf"), "finite number"),
     ("train.learning_rate", "train", "learning_rate", float("nan"), "finite number"),
     ("self_training.width", "self_training", "width", 10, "multiple of 4"),
+    ("self_training.test_scales", "self_training", "test_scales", [], "at least 1 item"),
+    ("self_training.test_scales.0", "self_training", "test_scales", [0.0], "greater than 0"),
 ]
 CROSS_FIELD = [
     ("seeds", {"fg_threshold": 0.2, "bg_threshold": 0.3}, "fg_threshold must be greater"),
@@ -147,6 +149,7 @@ def test_every_numeric_setting_carries_a_bound():
         "train.multi_dilation",
         "cam.scales",
         "crf.background_powers",
+        "self_training.test_scales",
     }
 
 

@@ -11,6 +11,7 @@ from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_ha
 from wsss_core.model.segmentation_head import (
     IGNORED,
     TrainingExample,
+    WeightAverage,
     allowed_labels,
     head_lineage,
     head_probabilities,
@@ -101,6 +102,76 @@ def test_a_small_image_is_enlarged_at_most_max_upscale_times() -> None:
     assert probs.shape == (2, 40, 32)  # back at the image's own size
 
 
+def test_test_scales_average_the_heads_view_of_the_image_at_each_size() -> None:
+    backbone = tiny_features().eval()
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    labels = np.zeros((48, 40), np.uint8)
+    labels[8:40, 10:30] = 2  # class 1
+    example = training_example(backbone, image, labels, (1,), NUM_LABELS, 64)
+    head, _ = train_segmentation_head([example], NUM_LABELS, SelfTrainingConfig(epochs=3, width=8))
+
+    def read(scales: tuple[float, ...]) -> np.ndarray:
+        return head_probabilities(head, backbone, image, (1,), 64, 1.5, scales)
+
+    one, half = read((1.0,)), read((0.5,))
+    np.testing.assert_array_equal(one, head_probabilities(head, backbone, image, (1,), 64, 1.5))
+    assert not np.allclose(one, half)  # a 32-px input, not the 64-px one
+    # the same as reading 0.5 x (input_side, max_upscale) at one scale
+    np.testing.assert_array_equal(half, head_probabilities(head, backbone, image, (1,), 32, 0.75))
+    both = read((0.5, 1.0))
+    assert both.shape == (2, 48, 40)
+    np.testing.assert_allclose(both, (one + half) / 2, atol=1e-6)
+    np.testing.assert_allclose(both.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_weight_decay_is_the_heads_setting() -> None:
+    examples = [_striped_example(0), _striped_example(2)]
+    settings = SelfTrainingConfig(epochs=3, batch_size=2, width=8, learning_rate=1e-2)
+    light, _ = train_segmentation_head(examples, NUM_LABELS, settings)
+    heavy, _ = train_segmentation_head(
+        examples, NUM_LABELS, settings.model_copy(update={"weight_decay": 1.0})
+    )
+    norm = sum(float(p.norm()) for p in light.parameters())
+    assert sum(float(p.norm()) for p in heavy.parameters()) < norm
+    with pytest.raises(ValueError, match="weight_decay"):
+        SelfTrainingConfig(weight_decay=-1.0)
+    with pytest.raises(ValueError, match="test_scales"):
+        SelfTrainingConfig(test_scales=())
+
+
+def test_the_weight_average_is_the_mean_of_the_steps_it_was_given() -> None:
+    layer = torch.nn.Linear(2, 1)
+    average = WeightAverage(layer)
+    average.load_into(layer)  # no step added: the weights stay
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.add(layer)
+    average.load_into(layer)
+    assert torch.allclose(layer.weight, torch.full((1, 2), 3.0))
+
+
+def test_an_averaged_head_is_trained_as_long_and_seeded() -> None:
+    examples = [_striped_example(0), _striped_example(2)]
+    settings = SelfTrainingConfig(epochs=4, batch_size=1, width=8, average_epochs=2)
+    averaged, _ = train_segmentation_head(examples, NUM_LABELS, settings)
+    again, _ = train_segmentation_head(examples, NUM_LABELS, settings)
+    last, _ = train_segmentation_head(
+        examples, NUM_LABELS, settings.model_copy(update={"average_epochs": 0})
+    )
+    state = averaged.state_dict()
+    assert all(torch.equal(state[name], again.state_dict()[name]) for name in state)
+    assert not all(torch.equal(state[name], last.state_dict()[name]) for name in state)
+    # more epochs averaged than trained: all of them
+    over_all = settings.model_copy(update={"average_epochs": 4})
+    every, _ = train_segmentation_head(examples, NUM_LABELS, over_all)
+    beyond, _ = train_segmentation_head(
+        examples, NUM_LABELS, over_all.model_copy(update={"average_epochs": 9})
+    )
+    assert all(torch.equal(every.state_dict()[n], beyond.state_dict()[n]) for n in state)
+
+
 def test_a_file_that_is_not_a_head_is_a_clear_error(tmp_path) -> None:
     path = tmp_path / "head.pt"
     torch.save({"format": "something else"}, path)
@@ -143,6 +214,23 @@ def test_the_option_enters_only_the_crf_lineage_and_only_while_on() -> None:
     assert changed == {"crf"}
 
 
+def test_new_head_settings_at_their_earlier_behaviour_keep_the_masks_made_before_them() -> None:
+    """test_scales (1,), weight_decay 1e-4 and average_epochs 0 are what came before them:
+    a workspace that sets them keeps its head and masks of 2026-12-07."""
+    earlier = {"test_scales": [1.0], "weight_decay": 1e-4, "average_epochs": 0}
+    spelled = PipelineConfig.model_validate({"self_training": earlier})
+    last_step = PipelineConfig.model_validate({"self_training": {"average_epochs": 0}})
+    assert stage_config_hash(spelled, "crf") == stage_config_hash(last_step, "crf")
+    assert head_lineage(spelled, "model") == head_lineage(last_step, "model")
+    assert stage_config_hash(spelled, "crf") == "9e62b96741407981"  # the defaults of 2026-12-07
+    default = PipelineConfig()
+    assert stage_config_hash(default, "crf") == DEFAULT_HASHES["crf"] != "9e62b96741407981"
+    assert head_lineage(default, "model") != head_lineage(last_step, "model")
+    scaled = PipelineConfig.model_validate({"self_training": {"test_scales": [0.75, 1.0]}})
+    assert stage_config_hash(scaled, "crf") != DEFAULT_HASHES["crf"]
+    assert head_lineage(scaled, "model") == head_lineage(default, "model")
+
+
 def test_the_head_lineage_follows_the_first_pass_and_training_not_the_mix() -> None:
     on = PipelineConfig.model_validate({"self_training": {"enabled": True}})
     lineage = head_lineage(on, "model")
@@ -156,6 +244,10 @@ def test_the_head_lineage_follows_the_first_pass_and_training_not_the_mix() -> N
     # Training's thread count splits its sums; the second pass's is not the head's.
     assert changed(self_training={"enabled": True, "training_threads": 1}) != lineage
     assert changed(self_training={"enabled": True, "cpu_threads": 2}) == lineage
+    # Test scales read the head, so they reuse it; weight decay trains it.
+    assert changed(self_training={"enabled": True, "test_scales": [0.75, 1.0]}) == lineage
+    assert changed(self_training={"enabled": True, "weight_decay": 1e-2}) != lineage
+    assert changed(self_training={"enabled": True, "average_epochs": 2}) != lineage
     assert changed(crf={"bilateral_srgb": 7.0}) != lineage  # other first-pass masks
     assert head_lineage(on, "another classifier") != lineage
 

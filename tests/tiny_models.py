@@ -21,7 +21,8 @@ STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
 # its own, and the crf stage's, which covers the affinity section while the stage is on.
 # The crf stage's moved again on 2026-12-03, when self-training became a default (its section
 # enters that lineage while on), on 2026-12-06, when its head began to train on 2 threads,
-# on 2026-12-07 with crf.background_score, and again with self_training.max_upscale.
+# on 2026-12-07 with crf.background_score, and again with self_training.max_upscale, and
+# on 2026-12-08 with self_training.average_epochs.
 # Classifiers, CAMs, seeds and grown regions made before stay current.
 DEFAULT_HASHES = {
     "train": "423bfa623dca990f",
@@ -29,7 +30,7 @@ DEFAULT_HASHES = {
     "affinity": "d0b665814a753dcb",
     "seeds": "c70fb4ad613a1578",
     "grown": "6225a23a79dac4da",
-    "crf": "9e62b96741407981",
+    "crf": "2b0d18f2810cc7df",
 }
 # The crf stage's hash with self-training switched off and the background candidates ranked
 # by edges (``crf.background_score``, as until 2026-12-07): that of the defaults of

@@ -515,10 +515,26 @@ class SelfTrainingConfig(_Section):
         "192, not 256); on the 128-px digits the same masks for about half the head's and "
         "the second pass's convolutions; images of 171 px and more are fed at input_side",
     )
+    test_scales: tuple[PositiveFloat, ...] = Field(
+        (1.0,),
+        min_length=1,
+        description="multiples of the head's input size (input_side, max_upscale) it reads "
+        "each image at in the second pass, its probabilities averaged; each scale costs one "
+        "backbone and head pass per image",
+    )
     train_images: int = Field(400, ge=1, description="images the head learns from, spread evenly")
     epochs: int = Field(8, ge=1)
+    average_epochs: int = Field(
+        4,
+        ge=0,
+        description="the head keeps the mean of its weights over the steps of its last this "
+        "many epochs, all of them when it trains for fewer (stochastic weight averaging; the "
+        "default since 2026-12-08: over 3 seeds final mIoU 0.898-0.904 -> 0.903-0.905 digits, "
+        "0.844-0.851 -> 0.848-0.849 scenes, at no cost); 0: its last step's weights",
+    )
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0, description="Adam's L2 penalty on the head's weights")
     width: int = Field(
         64, ge=8, description="channels of the head's layers (a multiple of 4: group norm of 4)"
     )
@@ -747,7 +763,10 @@ SWITCHED_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
 
 # Settings whose earlier behaviour is one of their values: at that value they stay out of
 # the lineage, so maps made before the setting existed stay current where it is chosen.
-EARLIER_BEHAVIOUR: dict[str, dict[str, Any]] = {"crf": {"background_score": "edge"}}
+EARLIER_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "crf": {"background_score": "edge"},
+    "self_training": {"test_scales": (1.0,), "weight_decay": 1e-4, "average_epochs": 0},
+}
 
 
 def switched_off(section: str, settings: BaseModel) -> set[str]:
@@ -759,14 +778,19 @@ def switched_off(section: str, settings: BaseModel) -> set[str]:
     return off
 
 
-def _left_out_of_lineage(section: str, settings: BaseModel) -> set[str]:
-    """The fields of ``section`` that do not enter its stages' lineage."""
-    earlier = {
+def at_earlier_behaviour(section: str, settings: BaseModel) -> set[str]:
+    """The settings of ``section`` set to the behaviour from before they existed."""
+    return {
         name
         for name, value in EARLIER_BEHAVIOUR.get(section, {}).items()
         if getattr(settings, name) == value
     }
-    return set(NOT_IN_LINEAGE.get(section, ())) | switched_off(section, settings) | earlier
+
+
+def _left_out_of_lineage(section: str, settings: BaseModel) -> set[str]:
+    """The fields of ``section`` that do not enter its stages' lineage."""
+    left_out = NOT_IN_LINEAGE.get(section, set()) | switched_off(section, settings)
+    return left_out | at_earlier_behaviour(section, settings)
 
 
 def stage_config_hash(config: PipelineConfig, stage: str) -> str:

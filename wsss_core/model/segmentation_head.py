@@ -3,7 +3,9 @@
 Trained once per *lineage*: the classifier checkpoint's hash, every section
 the crf stage's first pass depends on (its training labels are that pass's
 masks) and the self_training section's training settings (not ``head_weight``,
-which only mixes, nor the second pass's ``cpu_threads``). The file lives at
+which only mixes, nor the second pass's ``cpu_threads`` and ``test_scales``; a
+setting at the behaviour from before it existed is left out too, so older heads
+stay current). The file lives at
 ``models/segmentation/<lineage>.pt``, so a run that finds it skips training and
 compared configs never overwrite each other's head. Like the affinity head it is
 not retrained because images were added: new images are labelled with it.
@@ -35,7 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss_core.affinity import feature_pyramid, level_branches, levels_on_grid
-from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_hash
+from wsss_core.config import (
+    PipelineConfig,
+    SelfTrainingConfig,
+    at_earlier_behaviour,
+    stage_config_hash,
+)
 from wsss_core.model.affinity_head import network_input
 from wsss_core.model.trunk_heads import (
     epoch_batches,
@@ -55,7 +62,7 @@ RULED_OUT = -1e4  # the logit of a class the image is not labelled with
 
 # Settings of the second CRF pass, not of the head: changing them reuses the head.
 # (training_threads is the head's: its training sums split by thread count.)
-INFERENCE_KEYS = {"enabled", "head_weight", "cpu_threads"}
+INFERENCE_KEYS = {"enabled", "head_weight", "cpu_threads", "test_scales"}
 
 Progress = Callable[[str], None]
 
@@ -91,7 +98,9 @@ def head_lineage(config: PipelineConfig, classifier_hash: str) -> str:
     first_pass = config.model_copy(
         update={"self_training": config.self_training.model_copy(update={"enabled": False})}
     )
-    training = config.self_training.model_dump(mode="json", exclude=INFERENCE_KEYS)
+    settings = config.self_training
+    left_out = INFERENCE_KEYS | at_earlier_behaviour("self_training", settings)
+    training = settings.model_dump(mode="json", exclude=left_out)
     text = (
         f"{classifier_hash}|{stage_config_hash(first_pass, 'crf')}|"
         f"{json.dumps(training, sort_keys=True)}"
@@ -147,9 +156,13 @@ def train_segmentation_head(
     torch.manual_seed(settings.seed)
     channels = [level.shape[1] for level in examples[0].levels]
     head = training_layout(SegmentationHead(channels, num_labels, settings.width))
-    optimiser = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
+    optimiser = torch.optim.Adam(
+        head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
     groups = grid_groups([tuple(example.labels.shape) for example in examples])
     rng = np.random.default_rng(settings.seed)
+    average = WeightAverage(head)
+    averaged_from = max(0, settings.epochs - settings.average_epochs)
     for epoch in range(settings.epochs):
         batches = epoch_batches(groups, settings.batch_size, rng)
         total = 0.0
@@ -164,10 +177,41 @@ def train_segmentation_head(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            if epoch >= averaged_from:
+                average.add(head)
             total += loss.item()
         mean_loss = total / len(batches)
         say(f"self-training head: epoch {epoch + 1}/{settings.epochs} loss {mean_loss:.4f}")
+    average.load_into(head)
     return trained_layout(head), time.perf_counter() - started
+
+
+class WeightAverage:
+    """The running mean of a head's weights over the optimiser steps it is given.
+
+    A mean of the iterates of a constant learning rate (stochastic weight
+    averaging, Izmailov et al. 2018) lands nearer the middle of the region the
+    steps wander in than the last step does, so the head depends less on where
+    its last batches happened to leave it.
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        self.count = 0
+        self.means = {name: torch.zeros_like(p) for name, p in head.named_parameters()}
+
+    def add(self, head: nn.Module) -> None:
+        self.count += 1
+        with torch.no_grad():
+            for name, parameter in head.named_parameters():
+                self.means[name] += (parameter - self.means[name]) / self.count
+
+    def load_into(self, head: nn.Module) -> None:
+        """``head``'s weights become the mean (unchanged when no step was added)."""
+        if not self.count:
+            return
+        with torch.no_grad():
+            for name, parameter in head.named_parameters():
+                parameter.copy_(self.means[name])
 
 
 def head_probabilities(
@@ -177,17 +221,25 @@ def head_probabilities(
     class_ids: Sequence[int],
     input_side: int,
     max_upscale: float | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> np.ndarray:
-    """Background + ``class_ids`` probabilities ``float32 [K + 1, H, W]`` at the image's size."""
-    net = network_input(image, input_side, max_upscale)
-    allowed = allowed_labels(class_ids, head.num_labels)
-    with torch.no_grad():
-        logits = head(feature_pyramid(backbone, net.tensor), net.grid)
-        logits = logits.masked_fill(~allowed[None, :, None, None], RULED_OUT)
-        full = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
-        probs = full.softmax(dim=1)[0]
+    """Background + ``class_ids`` probabilities ``float32 [K + 1, H, W]`` at the image's size.
+
+    ``scales``: the image is read at each multiple of its input size (``input_side``
+    and ``max_upscale`` both scaled) and the probabilities are averaged.
+    """
+    allowed = allowed_labels(class_ids, head.num_labels)[None, :, None, None]
+    total = torch.zeros(head.num_labels, *image.shape[:2])
+    for scale in scales:
+        upscale = None if max_upscale is None else max_upscale * scale
+        net = network_input(image, max(1, round(input_side * scale)), upscale)
+        with torch.no_grad():
+            logits = head(feature_pyramid(backbone, net.tensor), net.grid)
+            logits = logits.masked_fill(~allowed, RULED_OUT)
+            full = F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+            total += full.softmax(dim=1)[0]
     channels = [0, *(c + 1 for c in class_ids)]
-    return probs[channels].numpy().astype(np.float32)
+    return (total[channels] / len(scales)).numpy().astype(np.float32)
 
 
 def mixed_probabilities(

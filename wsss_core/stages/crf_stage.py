@@ -133,7 +133,13 @@ class SecondPass:
         settings, crf_settings = self.config.self_training, self.config.crf
         backbone, head = self._loaded()
         probs = heads.head_probabilities(
-            head, backbone, image, class_ids, settings.input_side, settings.max_upscale
+            head,
+            backbone,
+            image,
+            class_ids,
+            settings.input_side,
+            settings.max_upscale,
+            settings.test_scales,
         )
         mixed = heads.mixed_probabilities(probs, first.labels, class_ids, settings.head_weight)
         result = crf.refine(mixed, class_ids, crf_settings.min_confidence)
