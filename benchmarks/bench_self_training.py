@@ -16,6 +16,8 @@ all its images by ``wsss compare`` with:
 - ``no affinity stage``: self-training alone, without the walk's head and
   pass;
 - ``head weight W``: the head mixed less or more than the default 0.6;
+- ``head's last step``: the head's last weights, as until 2026-12-08, not
+  their mean over its last 4 epochs (``self_training.average_epochs``);
 - ``test scales 0.75, 1`` (the head read at 0.75 x and 1 x its input size,
   averaged), ``weight decay 1e-2`` (the head's, against 1e-4), ``both``, and
   ``both, head on 600 images``;
@@ -75,6 +77,7 @@ ONE_THREAD = "head on 1 thread"
 FOUR_EPOCHS = "4 epochs"
 HALF_IMAGES = "head on 200 images"
 NO_AFFINITY = "no affinity stage"
+LAST_STEP = "head's last step"
 TIMING_CONFIGS = (BASELINE, ISSUE_11, ONE_THREAD, FOUR_EPOCHS, HALF_IMAGES, NO_AFFINITY)
 TIMING_FOLDER = "run-time"
 NEIGHBOUR_WEIGHTS = (0.4, 0.5, 0.7)  # head_weight beside the default 0.6
@@ -101,6 +104,7 @@ def configs() -> dict[str, PipelineConfig]:
         FOUR_EPOCHS: _with(defaults, "self_training", epochs=4),
         HALF_IMAGES: _with(defaults, "self_training", train_images=200),
         NO_AFFINITY: _with(defaults, "affinity", enabled=False),
+        LAST_STEP: _with(defaults, "self_training", average_epochs=0),
         "test scales 0.75, 1": _with(defaults, "self_training", test_scales=TEST_SCALES),
         "weight decay 1e-2": _with(defaults, "self_training", weight_decay=WEIGHT_DECAY),
         "both": _with(
