@@ -7,8 +7,10 @@ all its images by ``wsss compare`` with:
 - ``defaults``: today's (the affinity walk and self-training on);
 - ``no self-training``: the defaults until 2026-12-03;
 - ``issue 11``: the defaults before the remedies (no affinity stage, no
-  self-training, background candidates ranked by ``edge``), the baseline of
-  issue 12's goal (+0.05 at no more than 2x the run's time);
+  self-training, background candidates ranked by ``edge``, the CAM scales of
+  then), the baseline of issue 12's goal (+0.05 at no more than 2x the run's
+  time);
+- ``cam scales 1, 0.5, 1.5``: the CAM scales until 2026-12-08;
 - ``head on 1 thread``: the head trained on one CPU thread, as until
   2026-12-06 (``self_training.training_threads``, now 2);
 - the cheaper heads: ``4 epochs`` (half the default training) and ``head
@@ -78,6 +80,7 @@ FOUR_EPOCHS = "4 epochs"
 HALF_IMAGES = "head on 200 images"
 NO_AFFINITY = "no affinity stage"
 LAST_STEP = "head's last step"
+EARLIER_CAM_SCALES = (1.0, 0.5, 1.5)  # cam.scales until 2026-12-08
 TIMING_CONFIGS = (BASELINE, ISSUE_11, ONE_THREAD, FOUR_EPOCHS, HALF_IMAGES, NO_AFFINITY)
 TIMING_FOLDER = "run-time"
 NEIGHBOUR_WEIGHTS = (0.4, 0.5, 0.7)  # head_weight beside the default 0.6
@@ -95,11 +98,14 @@ def _with(config: PipelineConfig, section: str, **update: object) -> PipelineCon
 def configs() -> dict[str, PipelineConfig]:
     defaults = PipelineConfig()
     without = _with(defaults, "self_training", enabled=False)
+    earlier_scales = _with(defaults, "cam", scales=EARLIER_CAM_SCALES)
+    # Issue 11's defaults also ranked the background candidates by one outline's edges.
+    issue_11 = _with(_with(without, "affinity", enabled=False), "crf", background_score="edge")
     return {
         BASELINE: defaults,
         WITHOUT: without,
-        # Issue 11's defaults also ranked the background candidates by one outline's edges.
-        ISSUE_11: _with(_with(without, "affinity", enabled=False), "crf", background_score="edge"),
+        ISSUE_11: _with(issue_11, "cam", scales=EARLIER_CAM_SCALES),
+        "cam scales 1, 0.5, 1.5": earlier_scales,
         ONE_THREAD: _with(defaults, "self_training", training_threads=1),
         FOUR_EPOCHS: _with(defaults, "self_training", epochs=4),
         HALF_IMAGES: _with(defaults, "self_training", train_images=200),

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import EARLIER_CAM_SCALES, EARLIER_HASHES, STAGES
 from torch import nn
 from torchvision import models
 
 from wsss_core.cam import class_activation_maps
+from wsss_core.config import PipelineConfig, stage_config_hash
 from wsss_core.model.classifier import CamClassifier, build_classifier
 
 SIZE = 64
@@ -446,3 +448,16 @@ def test_target_layer_that_runs_twice(resnet18: nn.Module, images: torch.Tensor)
 def test_missing_default_target_layer(maxpool_net: MaxPoolNet) -> None:
     with pytest.raises(ValueError, match="target_layer"):
         class_activation_maps(maxpool_net, torch.zeros(1, 3, SIZE, SIZE).double(), [[0]], "gradcam")
+
+
+def test_the_scales_of_before_2026_12_08_keep_every_stage_hash() -> None:
+    """0.75 joined the default scales on 2026-12-08; a workspace that sets the scales of
+    before keeps every map it made, and the new default recomputes from the cam stage on."""
+    earlier = PipelineConfig.model_validate({"cam": {"scales": EARLIER_CAM_SCALES}})
+    assert {stage: stage_config_hash(earlier, stage) for stage in STAGES} == EARLIER_HASHES
+    changed = {
+        stage
+        for stage in STAGES
+        if stage_config_hash(PipelineConfig(), stage) != EARLIER_HASHES[stage]
+    }
+    assert changed == set(STAGES) - {"train"}

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import CRF_HASH_WITHOUT_SELF_TRAINING, DEFAULT_HASHES, STAGES, tiny_features
+from tiny_models import (
+    CRF_HASH_WITHOUT_SELF_TRAINING,
+    DEFAULT_HASHES,
+    EARLIER_CAM_SCALES,
+    EARLIER_HASHES,
+    STAGES,
+    tiny_features,
+)
 
 from wsss_core.config import PipelineConfig, SelfTrainingConfig, stage_config_hash
 from wsss_core.model.segmentation_head import (
@@ -204,13 +211,13 @@ def test_the_option_enters_only_the_crf_lineage_and_only_while_on() -> None:
     """On by default since 2026-12-03; a workspace that switches it off keeps its old masks."""
     default = PipelineConfig()
     assert {stage: stage_config_hash(default, stage) for stage in STAGES} == DEFAULT_HASHES
-    edge = {"background_score": "edge"}  # as on 2026-12-02
-    off = PipelineConfig.model_validate({"self_training": {"enabled": False}, "crf": edge})
+    then = {"crf": {"background_score": "edge"}, "cam": {"scales": EARLIER_CAM_SCALES}}
+    off = PipelineConfig.model_validate({"self_training": {"enabled": False}, **then})
     assert stage_config_hash(off, "crf") == CRF_HASH_WITHOUT_SELF_TRAINING
     idle = {"enabled": False, "epochs": 3, "head_weight": 0.3}
-    idle_config = PipelineConfig.model_validate({"self_training": idle, "crf": edge})
+    idle_config = PipelineConfig.model_validate({"self_training": idle, **then})
     assert stage_config_hash(idle_config, "crf") == CRF_HASH_WITHOUT_SELF_TRAINING
-    changed = {s for s in STAGES if stage_config_hash(off, s) != DEFAULT_HASHES[s]}
+    changed = {s for s in STAGES if stage_config_hash(off, s) != EARLIER_HASHES[s]}
     assert changed == {"crf"}
 
 
@@ -218,8 +225,9 @@ def test_new_head_settings_at_their_earlier_behaviour_keep_the_masks_made_before
     """test_scales (1,), weight_decay 1e-4 and average_epochs 0 are what came before them:
     a workspace that sets them keeps its head and masks of 2026-12-07."""
     earlier = {"test_scales": [1.0], "weight_decay": 1e-4, "average_epochs": 0}
-    spelled = PipelineConfig.model_validate({"self_training": earlier})
-    last_step = PipelineConfig.model_validate({"self_training": {"average_epochs": 0}})
+    cam = {"scales": EARLIER_CAM_SCALES}  # as on 2026-12-07
+    spelled = PipelineConfig.model_validate({"self_training": earlier, "cam": cam})
+    last_step = PipelineConfig.model_validate({"self_training": {"average_epochs": 0}, "cam": cam})
     assert stage_config_hash(spelled, "crf") == stage_config_hash(last_step, "crf")
     assert head_lineage(spelled, "model") == head_lineage(last_step, "model")
     assert stage_config_hash(spelled, "crf") == "9e62b96741407981"  # the defaults of 2026-12-07

@@ -24,7 +24,19 @@ STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
 # on 2026-12-07 with crf.background_score, and again with self_training.max_upscale, and
 # on 2026-12-08 with self_training.average_epochs.
 # Classifiers, CAMs, seeds and grown regions made before stay current.
+# On 2026-12-08 cam.scales gained 0.75, which moves every stage's hash from the cam stage on.
 DEFAULT_HASHES = {
+    "train": "423bfa623dca990f",
+    "cam": "67b6b280fdd4cd00",
+    "affinity": "82ae4b613583d847",
+    "seeds": "d69db860d1483132",
+    "grown": "7cf7d704c5a2664e",
+    "crf": "da95a76bc992113d",
+}
+# cam.scales until 2026-12-08, and the hashes of the defaults just before, which a workspace
+# that sets those scales keeps: the "as then" configs below set them.
+EARLIER_CAM_SCALES = [1.0, 0.5, 1.5]
+EARLIER_HASHES = {
     "train": "423bfa623dca990f",
     "cam": "c60c5f612dd54b96",
     "affinity": "d0b665814a753dcb",

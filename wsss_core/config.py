@@ -230,7 +230,12 @@ class CamConfig(_Section):
     """Class activation maps for each image's labelled classes."""
 
     method: Literal["cam", "gradcam", "gradcampp"] = "cam"
-    scales: tuple[PositiveFloat, ...] = Field((1.0, 0.5, 1.5), min_length=1)
+    scales: tuple[PositiveFloat, ...] = Field(
+        (1.0, 0.5, 0.75, 1.5),
+        min_length=1,
+        description="input rescaling factors whose maps are summed; the coarser ones widen "
+        "each map over its object (0.75 since 2026-12-08, ARCHITECTURE.md, 'Thresholds')",
+    )
     flip: bool = Field(False, description="add horizontally flipped passes (IRN)")
     batch_size: int = Field(16, ge=1)
     cpu_threads: int = Field(
