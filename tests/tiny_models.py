@@ -22,9 +22,9 @@ STAGES = ("train", "cam", "affinity", "seeds", "grown", "crf")
 # The crf stage's moved again on 2026-12-03, when self-training became a default (its section
 # enters that lineage while on), on 2026-12-06, when its head began to train on 2 threads,
 # on 2026-12-07 with crf.background_score, and again with self_training.max_upscale, and
-# on 2026-12-08 with self_training.average_epochs.
-# Classifiers, CAMs, seeds and grown regions made before stay current.
-# On 2026-12-08 cam.scales gained 0.75, which moves every stage's hash from the cam stage on.
+# on 2026-12-08 with self_training.average_epochs. Until then classifiers, CAMs, seeds and
+# grown regions made before stayed current; later on 2026-12-08 cam.scales gained 0.75, which
+# moves every stage's hash from the cam stage on (classifiers stay current).
 DEFAULT_HASHES = {
     "train": "423bfa623dca990f",
     "cam": "67b6b280fdd4cd00",
